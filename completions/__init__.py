@@ -1,0 +1,1 @@
+"""POST /v1/completions and /v1/chat/completions: serializers, services, async views."""

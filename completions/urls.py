@@ -1,0 +1,3 @@
+"""Routes of the completions API."""
+
+urlpatterns: list = []

@@ -1,0 +1,3 @@
+"""Routes of the embeddings API."""
+
+urlpatterns: list = []

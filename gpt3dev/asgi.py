@@ -1,0 +1,19 @@
+"""The ASGI application: `uvicorn gpt3dev.asgi:application` (and daphne's runserver).
+
+Static files (the admin's CSS and JS) are served by Django's own ASGI static handler,
+so the admin looks right with nothing else in front of the server.
+"""
+
+import os
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gpt3dev.settings")
+
+from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
+from django.core.asgi import get_asgi_application  # noqa: E402
+
+django_application = get_asgi_application()
+
+from gpt3dev.startup import run_startup  # noqa: E402
+
+run_startup()
+application = ASGIStaticFilesHandler(django_application)

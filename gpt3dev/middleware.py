@@ -1,0 +1,88 @@
+"""Middleware that keeps every answer under /v1/ in OpenAI's error shape.
+
+Views raise :class:`gpt3dev.errors.APIError` (or an engine error) and this turns it into
+a JSON answer; anything else that escapes becomes a 500 without a traceback. Answers
+Django builds itself (404 for an unknown route, 405, 413, the 500 page) are rewritten.
+It is natively sync and async, so streaming views never hop threads because of it.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from django.core.exceptions import RequestDataTooBig
+from django.http import HttpRequest, HttpResponseBase
+
+from gpt3dev.errors import APIError, error_response, from_engine_error, internal_error
+from inference.errors import EngineError
+
+logger = logging.getLogger("gpt3dev.request")
+
+API_PREFIX = "/v1/"
+
+
+def is_api_path(path: str) -> bool:
+    return path.startswith(API_PREFIX) or path == API_PREFIX.rstrip("/")
+
+
+def exception_to_error(exc: BaseException) -> APIError:
+    """The API error for any exception raised while serving an API request."""
+    if isinstance(exc, APIError):
+        return exc
+    if isinstance(exc, EngineError):
+        return from_engine_error(exc)
+    if isinstance(exc, RequestDataTooBig):
+        return APIError(413, "The request body is too large.", code="request_too_large")
+    logger.error("unhandled error", exc_info=exc)
+    return internal_error()
+
+
+def _rewrite(request: HttpRequest, response: HttpResponseBase) -> HttpResponseBase:
+    if response.status_code < 400 or getattr(response, "openai_error", False):
+        return response
+    if not is_api_path(request.path):
+        return response
+    status = response.status_code
+    if status == 404:
+        error = APIError(404, f"Unknown route: {request.method} {request.path}", code="not_found")
+    elif status == 405:
+        allowed = response.get("Allow", "")
+        error = APIError(
+            405,
+            f"Method {request.method} is not allowed on {request.path}"
+            + (f"; allowed: {allowed}." if allowed else "."),
+            code="method_not_allowed",
+            headers={"Allow": allowed} if allowed else None,
+        )
+    elif status == 413:
+        error = APIError(413, "The request body is too large.", code="request_too_large")
+    elif status >= 500:
+        error = internal_error()
+    else:
+        error = APIError(status, "The request could not be processed.")
+    return error_response(error)
+
+
+class OpenAIErrorMiddleware:
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+        self.is_async = iscoroutinefunction(get_response)
+        if self.is_async:
+            markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest):
+        if self.is_async:
+            return self.__acall__(request)
+        return _rewrite(request, self.get_response(request))
+
+    async def __acall__(self, request: HttpRequest):
+        return _rewrite(request, await self.get_response(request))
+
+    def process_exception(self, request: HttpRequest, exception: Exception):
+        if isinstance(exception, APIError) or is_api_path(request.path):
+            return error_response(exception_to_error(exception))
+        return None

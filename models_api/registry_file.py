@@ -1,0 +1,164 @@
+"""Import the JSON/YAML registry files of the earlier FastAPI version into the table.
+
+The format is a list (or ``{"models": [...]}``) of entries with ``name``, ``hf_repo``,
+``dtype``, ``device``, ``max_context_tokens``, ``is_instruct`` and ``metadata``. Our own
+extensions: ``path`` (a local folder/file) or ``package`` instead of ``hf_repo``,
+``revision``, ``task``, ``chat_template``, ``trust_remote_code``, ``enabled``,
+``owned_by``. Importing the same file twice changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from django.core.exceptions import ValidationError
+from django.db import transaction
+
+from models_api.models import ModelEntry
+
+# Metadata keys of the earlier format (and common spellings) -> our columns.
+METADATA_FIELDS = {
+    "description": "description",
+    "parameter_count": "parameter_count",
+    "parameters": "parameter_count",
+    "training_data": "training_data",
+    "training_datasets": "training_data",
+    "training_tokens": "training_tokens",
+    "training_steps": "training_steps",
+    "evaluation": "evaluation",
+    "notes": "notes",
+    "source_links": "source_links",
+    "sources": "source_links",
+    "links": "source_links",
+}
+
+
+class RegistryFileError(ValueError):
+    """The file cannot be read or an entry in it is invalid; the message says which."""
+
+
+@dataclass
+class ImportReport:
+    created: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        return (
+            f"{len(self.created)} created, {len(self.updated)} updated, "
+            f"{len(self.unchanged)} unchanged"
+        )
+
+
+def read_registry_file(path: str | Path) -> list[dict[str, Any]]:
+    path = Path(path).expanduser()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise RegistryFileError(f"Cannot read the registry file {path}: {exc.strerror}") from None
+    try:
+        if path.suffix.lower() == ".json":
+            data = json.loads(text)
+        else:
+            data = yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as exc:
+        raise RegistryFileError(f"The registry file {path} is not valid JSON/YAML: {exc}") from None
+    if isinstance(data, dict) and isinstance(data.get("models"), list):
+        data = data["models"]
+    if not isinstance(data, list) or not all(isinstance(item, dict) for item in data):
+        raise RegistryFileError(f"The registry file {path} must hold a list of model entries.")
+    return data
+
+
+def entry_fields(raw: dict[str, Any], position: int) -> dict[str, Any]:
+    """The ModelEntry column values an entry of the file describes."""
+    name = raw.get("name") or raw.get("id")
+    if not isinstance(name, str) or not name:
+        raise RegistryFileError(f"Entry {position} has no 'name'.")
+    if "package" in raw:
+        source_type, source = ModelEntry.SourceType.PACKAGE, raw["package"]
+    elif "path" in raw:
+        source_type, source = ModelEntry.SourceType.LOCAL, raw["path"]
+    elif "hf_repo" in raw:
+        source_type, source = ModelEntry.SourceType.HUB, raw["hf_repo"]
+    else:
+        raise RegistryFileError(f"Entry '{name}' needs 'hf_repo' (or 'path' or 'package').")
+    values: dict[str, Any] = {
+        "source_type": source_type,
+        "source": str(source),
+        "revision": raw.get("revision") or "",
+        "task": raw.get("task", ModelEntry.Task.TEXT_GENERATION),
+        "is_chat": bool(raw.get("is_instruct", raw.get("is_chat", False))),
+        "chat_template": raw.get("chat_template") or "",
+        "dtype": raw.get("dtype", "auto"),
+        "device": raw.get("device", "auto"),
+        "max_context_tokens": raw.get("max_context_tokens"),
+        "trust_remote_code": bool(raw.get("trust_remote_code", False)),
+        "enabled": bool(raw.get("enabled", True)),
+        "owned_by": raw.get("owned_by") or _owner(str(source), source_type),
+        "input_token_encoding": raw.get("input_token_encoding") or "",
+    }
+    metadata = raw.get("metadata") or {}
+    if not isinstance(metadata, dict):
+        raise RegistryFileError(f"Entry '{name}': 'metadata' must be a mapping.")
+    extra_notes = []
+    for key, value in metadata.items():
+        column = METADATA_FIELDS.get(key)
+        if column == "source_links":
+            values[column] = [str(v) for v in (value if isinstance(value, list) else [value])]
+        elif column:
+            values[column] = value if isinstance(value, str) else json.dumps(value)
+        else:  # keep what the user wrote, even where we have no column for it
+            extra_notes.append(f"{key}: {value if isinstance(value, str) else json.dumps(value)}")
+    if extra_notes:
+        values["notes"] = "\n".join(filter(None, [values.get("notes", ""), *extra_notes]))
+    values["model_id"] = name
+    return values
+
+
+def _owner(source: str, source_type: str) -> str:
+    if source_type == ModelEntry.SourceType.HUB and "/" in source:
+        return source.split("/", 1)[0]
+    return "gpt3dev"
+
+
+@transaction.atomic
+def import_registry(entries: list[dict[str, Any]]) -> ImportReport:
+    """Create or update one row per entry; rows already equal are not touched."""
+    report = ImportReport()
+    for position, raw in enumerate(entries):
+        values = entry_fields(raw, position)
+        model_id = values.pop("model_id")
+        entry = ModelEntry.objects.filter(model_id=model_id).first()
+        is_new = entry is None
+        if is_new:
+            entry = ModelEntry(model_id=model_id, origin=ModelEntry.Origin.FILE)
+        changed = [name for name, value in values.items() if getattr(entry, name) != value]
+        if not is_new and not changed:
+            report.unchanged.append(model_id)
+            continue
+        for name in changed:
+            setattr(entry, name, values[name])
+        try:
+            entry.full_clean()
+        except ValidationError as exc:
+            details = "; ".join(f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items())
+            raise RegistryFileError(f"Entry '{model_id}' is invalid: {details}") from None
+        entry.save()
+        (report.created if is_new else report.updated).append(model_id)
+    return report
+
+
+def check_allow_list(allow_list: list[str]) -> None:
+    """Every id of MODEL_ALLOW_LIST must exist: a typo must not silently serve nothing."""
+    known = set(ModelEntry.objects.filter(model_id__in=allow_list).values_list("model_id", flat=True))
+    unknown = [model_id for model_id in allow_list if model_id not in known]
+    if unknown:
+        raise RegistryFileError(
+            f"MODEL_ALLOW_LIST names unknown model(s): {', '.join(unknown)}. "
+            f"Known models: {', '.join(ModelEntry.objects.values_list('model_id', flat=True))}."
+        )

@@ -1,0 +1,75 @@
+"""Read-side of the registry: which entries are served, and the engine spec of each.
+
+Every API request reads the table (one indexed query), so an admin edit takes effect
+on the next request in every server process, with no cache to invalidate.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db.models import QuerySet
+
+from gpt3dev.errors import APIError, model_not_found
+from inference.types import ModelSpec
+from models_api.models import ModelEntry
+
+
+def _conf(name: str):
+    return settings.GPT3DEV[name]
+
+
+def served_entries() -> QuerySet[ModelEntry]:
+    """Enabled entries, narrowed by INCLUDE_DEFAULT_MODELS and MODEL_ALLOW_LIST."""
+    queryset = ModelEntry.objects.filter(enabled=True)
+    if not _conf("INCLUDE_DEFAULT_MODELS"):
+        queryset = queryset.exclude(origin=ModelEntry.Origin.DEFAULT)
+    allow = _conf("MODEL_ALLOW_LIST")
+    if allow:
+        queryset = queryset.filter(model_id__in=allow)
+    return queryset
+
+
+async def aget_served_entry(model_id: object, *, task: str | None = None) -> ModelEntry:
+    """The served entry for a request's ``model``, or the 404/400 a client should see."""
+    if not isinstance(model_id, str) or not model_id:
+        raise APIError(400, "You must provide a model parameter.", param="model")
+    entry = await served_entries().filter(model_id=model_id).afirst()
+    if entry is None:
+        raise model_not_found(model_id)
+    if task is not None and entry.task != task:
+        raise wrong_task(entry, task)
+    return entry
+
+
+def get_served_entry(model_id: str) -> ModelEntry:
+    entry = served_entries().filter(model_id=model_id).first()
+    if entry is None:
+        raise model_not_found(model_id)
+    return entry
+
+
+def wrong_task(entry: ModelEntry, wanted: str) -> APIError:
+    if entry.task == ModelEntry.Task.EMBEDDINGS:
+        hint = "it is an embeddings model: use /v1/embeddings"
+    else:
+        hint = "it is a text generation model: use /v1/completions or /v1/chat/completions"
+    purpose = "embeddings" if wanted == ModelEntry.Task.EMBEDDINGS else "text generation"
+    return APIError(400, f"The model '{entry.model_id}' cannot be used for {purpose}; {hint}.", param="model")
+
+
+def spec_from_entry(entry: ModelEntry) -> ModelSpec:
+    """The frozen engine spec for a registry row (settings fill what the row leaves open)."""
+    return ModelSpec(
+        id=entry.model_id,
+        task=entry.task,
+        source_type=entry.source_type,
+        source=entry.source,
+        revision=entry.revision or None,
+        dtype=entry.dtype,
+        device=entry.device if entry.device != "auto" else _conf("DEFAULT_DEVICE"),
+        max_context_tokens=entry.max_context_tokens,
+        trust_remote_code=entry.trust_remote_code,
+        chat_template=entry.chat_template or None,
+        input_token_encoding=entry.input_token_encoding or None,
+        hf_token=_conf("HF_TOKEN"),
+    )

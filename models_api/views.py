@@ -1,0 +1,34 @@
+"""GET /v1/models and GET /v1/models/{id} in OpenAI's shape."""
+
+from __future__ import annotations
+
+from django.http import HttpRequest, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET
+
+from models_api.models import ModelEntry
+from models_api.selectors import aget_served_entry, served_entries
+
+
+def model_object(entry: ModelEntry) -> dict:
+    return {"id": entry.model_id, "object": "model", "created": entry.created_unix, "owned_by": entry.owned_by}
+
+
+@csrf_exempt
+@require_GET
+async def list_models(request: HttpRequest) -> JsonResponse:
+    data = [model_object(entry) async for entry in served_entries()]
+    return JsonResponse({"object": "list", "data": data})
+
+
+@csrf_exempt
+@require_GET
+async def retrieve_model(request: HttpRequest, model_id: str) -> JsonResponse:
+    entry = await aget_served_entry(model_id)
+    body = model_object(entry) | {
+        "task": entry.task,
+        "chat": entry.is_chat,
+        "max_context_tokens": entry.max_context_tokens,
+        "metadata": entry.metadata(),
+    }
+    return JsonResponse(body)

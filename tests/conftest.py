@@ -1,0 +1,26 @@
+"""Fixtures shared by the whole suite."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+from django.conf import settings as django_settings
+
+
+@pytest.fixture
+def gpt3dev_settings(settings):
+    """A private copy of settings.GPT3DEV that a test may change freely."""
+    settings.GPT3DEV = copy.deepcopy(django_settings.GPT3DEV)
+    return settings.GPT3DEV
+
+
+@pytest.fixture
+def superuser(django_user_model):
+    return django_user_model.objects.create_superuser("admin", "admin@example.com", "a-long-password-1")
+
+
+@pytest.fixture
+def admin_client_logged_in(client, superuser):
+    client.force_login(superuser)
+    return client
