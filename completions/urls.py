@@ -1,3 +1,10 @@
 """Routes of the completions API."""
 
-urlpatterns: list = []
+from django.urls import path
+
+from completions import views
+
+urlpatterns = [
+    path("completions", views.create_completion, name="completions"),
+    path("chat/completions", views.create_chat_completion, name="chat-completions"),
+]

@@ -1,3 +1,7 @@
 """Routes of the embeddings API."""
 
-urlpatterns: list = []
+from django.urls import path
+
+from embeddings import views
+
+urlpatterns = [path("embeddings", views.create_embeddings, name="embeddings")]

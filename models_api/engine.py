@@ -37,3 +37,21 @@ def get_engine() -> "Engine":
 
 def engine_if_started() -> "Engine | None":
     return _engine
+
+
+async def aload_model(entry):
+    """The loaded engine model (a TextGenerator or an Embedder, by the row's task) for a
+    registry row; loading happens on a worker thread, never on the event loop."""
+    from asgiref.sync import sync_to_async
+
+    from gpt3dev.errors import from_engine_error
+    from inference.errors import EngineError
+    from models_api.models import ModelEntry
+    from models_api.selectors import spec_from_entry
+
+    engine = get_engine()
+    load = engine.embedder if entry.task == ModelEntry.Task.EMBEDDINGS else engine.generator
+    try:
+        return await sync_to_async(load, thread_sensitive=False)(spec_from_entry(entry))
+    except EngineError as exc:
+        raise from_engine_error(exc) from None

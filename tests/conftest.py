@@ -24,3 +24,20 @@ def superuser(django_user_model):
 def admin_client_logged_in(client, superuser):
     client.force_login(superuser)
     return client
+
+
+@pytest.fixture(scope="session")
+def live_server_url(tmp_path_factory):
+    """One real uvicorn server with the default models, shared by the e2e tests."""
+    from tests.live_server import LiveServer
+
+    server = LiveServer(tmp_path_factory.mktemp("live"), MAX_N="8").start()
+    yield server.base_url
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def openai_client(live_server_url):
+    from openai import OpenAI
+
+    return OpenAI(base_url=f"{live_server_url}/v1", api_key="not-needed", max_retries=0, timeout=120)

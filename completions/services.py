@@ -1,0 +1,352 @@
+"""Turn validated /v1/completions and /v1/chat/completions requests into engine calls,
+and the engine's deltas into OpenAI's response and stream shapes."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+
+from completions import engine_io
+from completions.engine_io import PrimedStream, SequenceResult
+from gpt3dev.errors import APIError, error_payload, from_engine_error
+from gpt3dev.http import SSE_DONE, sse_frame
+from inference.errors import InvalidInput
+from inference.types import GenerationRequest, SamplingParams, TokenLogprob
+from models_api.engine import aload_model
+from models_api.models import ModelEntry
+
+if TYPE_CHECKING:  # the engine pulls in torch: import it only where a model is used
+    from inference.generator import TextGenerator
+
+SYSTEM_FINGERPRINT = "fp_gpt3dev"
+
+
+@dataclass
+class Plan:
+    """One validated request, ready for the engine."""
+
+    kind: str  # "text_completion" | "chat.completion"
+    entry: ModelEntry
+    generator: TextGenerator
+    prompts: list[list[int]]
+    sampling: SamplingParams
+    n: int  # choices returned per prompt
+    samples: int  # sequences generated per prompt (best_of >= n)
+    stream: bool
+    include_usage: bool
+    logprobs: int | None  # what the client asked for (completions: 0..5; chat: top_logprobs)
+    echo: bool = False
+    id: str = ""
+    created: int = field(default_factory=lambda: int(time.time()))
+
+    def __post_init__(self) -> None:
+        if not self.id:
+            prefix = "cmpl" if self.kind == "text_completion" else "chatcmpl"
+            self.id = f"{prefix}-{uuid.uuid4().hex}"
+
+
+def _cap(value: int, name: str) -> int:
+    cap = settings.GPT3DEV["MAX_N"]
+    if value > cap:
+        raise APIError(400, f"{name} must be at most {cap} on this server, got {value}.", param=name)
+    return value
+
+
+def _sampling(data: dict[str, Any], *, max_tokens: int, logprobs: int | None) -> SamplingParams:
+    def value(name: str, default: Any) -> Any:
+        got = data.get(name)
+        return default if got is None else got
+
+    top_k = value("top_k", 0)
+    return SamplingParams(
+        max_tokens=max_tokens,
+        temperature=value("temperature", 1.0),
+        top_p=value("top_p", 1.0),
+        top_k=0 if top_k < 0 else top_k,
+        min_p=value("min_p", 0.0),
+        presence_penalty=value("presence_penalty", 0.0),
+        frequency_penalty=value("frequency_penalty", 0.0),
+        repetition_penalty=value("repetition_penalty", 1.0),
+        logit_bias=value("logit_bias", ()),
+        seed=data.get("seed"),
+        stop=value("stop", ()),
+        logprobs=logprobs,
+        min_tokens=value("min_tokens", 0),
+        ignore_eos=bool(data.get("ignore_eos")),
+    )
+
+
+def _prompt_ids(generator: TextGenerator, prompt: str | list[int]) -> list[int]:
+    return generator.encode(prompt) if isinstance(prompt, str) else list(prompt)
+
+
+def _context_error(window: int, prompt_len: int, max_tokens: int, param: str) -> APIError:
+    return APIError(
+        400,
+        f"This model's maximum context length is {window} tokens. However, you requested "
+        f"{prompt_len + max_tokens} tokens ({prompt_len} in the prompt, {max_tokens} for the completion). "
+        "Please reduce the length of the prompt or the completion.",
+        param=param,
+        code="context_length_exceeded",
+    )
+
+
+async def plan_completion(data: dict[str, Any], entry: ModelEntry) -> Plan:
+    generator = await aload_model(entry)
+    n = _cap(data.get("n") or 1, "n")
+    samples = _cap(data.get("best_of") or n, "best_of")
+    prompts = [_prompt_ids(generator, p) for p in data["prompt"]]
+    max_tokens = 16 if data.get("max_tokens") is None else data["max_tokens"]
+    for ids in prompts:
+        if len(ids) + max_tokens > generator.context_length:
+            raise _context_error(generator.context_length, len(ids), max_tokens, "prompt")
+    asked = data.get("logprobs")
+    # best_of ranks by mean logprob, so the engine computes them even when not shown
+    engine_logprobs = asked if asked is not None else (0 if samples > n else None)
+    stream_options = data.get("stream_options") or {}
+    return Plan(
+        kind="text_completion",
+        entry=entry,
+        generator=generator,
+        prompts=prompts,
+        sampling=_sampling(data, max_tokens=max_tokens, logprobs=engine_logprobs),
+        n=n,
+        samples=samples,
+        stream=bool(data.get("stream")),
+        include_usage=bool(stream_options.get("include_usage")),
+        logprobs=asked,
+        echo=bool(data.get("echo")),
+    )
+
+
+async def plan_chat(data: dict[str, Any], entry: ModelEntry) -> Plan:
+    if not entry.is_chat:
+        raise APIError(
+            400,
+            f"The model '{entry.model_id}' is not a chat model (it has no chat template); use /v1/completions.",
+            param="model",
+        )
+    generator = await aload_model(entry)
+    if not generator.has_chat_template:
+        raise APIError(
+            400,
+            f"The model '{entry.model_id}' has no chat template; use /v1/completions or set a template in the registry.",
+            param="model",
+        )
+    try:
+        ids = generator.render_chat(data["messages"])
+    except InvalidInput as exc:
+        raise APIError(400, str(exc), param="messages") from None
+    window = generator.context_length
+    requested = data.get("max_completion_tokens") or data.get("max_tokens")
+    if len(ids) >= window:
+        raise _context_error(window, len(ids), requested or 1, "messages")
+    max_tokens = requested if requested is not None else window - len(ids)
+    if len(ids) + max_tokens > window:
+        raise _context_error(window, len(ids), max_tokens, "messages")
+    n = _cap(data.get("n") or 1, "n")
+    logprobs = (data.get("top_logprobs") or 0) if data.get("logprobs") else None
+    stream_options = data.get("stream_options") or {}
+    return Plan(
+        kind="chat.completion",
+        entry=entry,
+        generator=generator,
+        prompts=[ids],
+        sampling=_sampling(data, max_tokens=max_tokens, logprobs=logprobs),
+        n=n,
+        samples=n,
+        stream=bool(data.get("stream")),
+        include_usage=bool(stream_options.get("include_usage")),
+        logprobs=logprobs,
+    )
+
+
+async def _open(plan: Plan) -> list[PrimedStream]:
+    requests = [
+        GenerationRequest(
+            request_id=f"{plan.id}-{key}",
+            prompt_token_ids=tuple(ids),
+            sampling=plan.sampling,
+            n=plan.samples,
+        )
+        for key, ids in enumerate(plan.prompts)
+    ]
+    try:
+        return await engine_io.open_streams(plan.generator, requests)
+    except APIError as exc:
+        if plan.kind == "chat.completion" and exc.param == "prompt":
+            exc.param = "messages"
+        raise
+
+
+def _header(plan: Plan, *, chunk: bool = False) -> dict[str, Any]:
+    obj = plan.kind + (".chunk" if chunk and plan.kind == "chat.completion" else "")
+    return {
+        "id": plan.id,
+        "object": obj,
+        "created": plan.created,
+        "model": plan.entry.model_id,
+        "system_fingerprint": SYSTEM_FINGERPRINT,
+    }
+
+
+def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
+
+
+# ----------------------------------------------------------------------------- logprobs
+def _text_completion_logprobs(
+    entries: list[tuple[str, TokenLogprob | None]], start_offset: int
+) -> dict[str, list]:
+    """The completions shape: parallel lists, and each token's offset in the choice text."""
+    out: dict[str, list] = {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
+    offset = start_offset
+    for token, lp in entries:
+        out["tokens"].append(token)
+        out["token_logprobs"].append(None if lp is None else lp.logprob)
+        out["top_logprobs"].append(None if lp is None else {alt.token: alt.logprob for alt in lp.top})
+        out["text_offset"].append(offset)
+        offset += len(token)
+    return out
+
+
+def _chat_logprobs(entries: list[TokenLogprob]) -> dict[str, Any]:
+    return {
+        "content": [
+            {
+                "token": lp.token,
+                "logprob": lp.logprob,
+                "bytes": list(lp.bytes),
+                "top_logprobs": [
+                    {"token": alt.token, "logprob": alt.logprob, "bytes": list(alt.bytes)} for alt in lp.top
+                ],
+            }
+            for lp in entries
+        ],
+        "refusal": None,
+    }
+
+
+async def _echo_parts(plan: Plan) -> list[tuple[str, list[tuple[str, TokenLogprob | None]]]]:
+    """Per prompt: its text and, when logprobs are asked for, its scored tokens."""
+    parts = []
+    for ids in plan.prompts:
+        text = plan.generator.decode(ids)
+        scored: list[tuple[str, TokenLogprob | None]] = []
+        if plan.logprobs is not None and ids:
+            try:
+                scores = await plan.generator.score_prompt(ids, plan.logprobs)
+            except InvalidInput as exc:
+                raise from_engine_error(exc) from None
+            scored = [(plan.generator.token_text(ids[0]), None)] + [(lp.token, lp) for lp in scores[1:]]
+        parts.append((text, scored))
+    return parts
+
+
+# ----------------------------------------------------------------------- non-streaming
+async def run(plan: Plan) -> dict[str, Any]:
+    echo = await _echo_parts(plan) if plan.echo else None
+    if plan.sampling.max_tokens == 0:  # echo only: nothing to generate
+        results = {(k, i): SequenceResult(finish_reason="length") for k in range(len(plan.prompts)) for i in range(plan.n)}
+    else:
+        results = await engine_io.collect(await _open(plan), plan.samples)
+    completion_tokens = sum(len(r.token_ids) for r in results.values())
+    choices = []
+    for key in range(len(plan.prompts)):
+        sequences = [results[(key, i)] for i in range(plan.samples)]
+        if plan.samples > plan.n:
+            sequences = sorted(sequences, key=lambda r: r.mean_logprob, reverse=True)[: plan.n]
+        for rank, result in enumerate(sequences):
+            index = key * plan.n + rank
+            choices.append(_choice(plan, index, result, echo[key] if echo else None))
+    body = _header(plan) | {"choices": choices}
+    body["usage"] = _usage(sum(len(ids) for ids in plan.prompts), completion_tokens)
+    return body
+
+
+def _choice(plan: Plan, index: int, result: SequenceResult, echo) -> dict[str, Any]:
+    if plan.kind == "chat.completion":
+        return {
+            "index": index,
+            "message": {"role": "assistant", "content": result.text, "refusal": None},
+            "logprobs": _chat_logprobs(result.logprobs) if plan.logprobs is not None else None,
+            "finish_reason": result.finish_reason,
+        }
+    prefix, prompt_scored = echo if echo else ("", [])
+    logprobs = None
+    if plan.logprobs is not None:
+        generated = [(lp.token, lp) for lp in result.logprobs]
+        logprobs = _text_completion_logprobs(prompt_scored + generated, 0)
+    return {"text": prefix + result.text, "index": index, "logprobs": logprobs, "finish_reason": result.finish_reason}
+
+
+# --------------------------------------------------------------------------- streaming
+async def start_stream(plan: Plan) -> AsyncIterator[bytes]:
+    """Open the engine streams now (so errors are HTTP statuses), then return the SSE body."""
+    echo = await _echo_parts(plan) if plan.echo else None
+    streams = await _open(plan) if plan.sampling.max_tokens > 0 else []
+    return _sse(plan, streams, echo)
+
+
+async def _sse(plan: Plan, streams: list[PrimedStream], echo) -> AsyncIterator[bytes]:
+    chat = plan.kind == "chat.completion"
+    usage_field = {"usage": None} if plan.include_usage else {}
+    completion_tokens = 0
+    offsets: dict[int, int] = {}
+    try:
+        for key in range(len(plan.prompts)):
+            for i in range(plan.n):
+                index = key * plan.n + i
+                if chat:
+                    delta = {"role": "assistant", "content": "", "refusal": None}
+                    yield _chunk(plan, index, {"delta": delta, "logprobs": None}, usage_field)
+                elif echo:
+                    text, scored = echo[key]
+                    logprobs = _text_completion_logprobs(scored, 0) if plan.logprobs is not None else None
+                    offsets[index] = len(text)
+                    yield _chunk(plan, index, {"text": text, "logprobs": logprobs}, usage_field)
+        if not streams:  # echo with max_tokens 0
+            for index in range(len(plan.prompts) * plan.n):
+                yield _chunk(plan, index, {"text": "", "logprobs": None}, usage_field, finish="length")
+        async for key, delta in engine_io.merge(streams):
+            completion_tokens += len(delta.token_ids)
+            if not delta.text and delta.finish_reason is None and not (delta.logprobs and plan.logprobs is not None):
+                continue
+            index = key * plan.n + delta.index
+            logprobs = None
+            if plan.logprobs is not None and delta.logprobs:
+                if chat:
+                    logprobs = _chat_logprobs(list(delta.logprobs))
+                else:
+                    logprobs = _text_completion_logprobs([(lp.token, lp) for lp in delta.logprobs], offsets.get(index, 0))
+                    offsets[index] = offsets.get(index, 0) + sum(len(lp.token) for lp in delta.logprobs)
+            body = {"delta": {"content": delta.text}} if chat else {"text": delta.text}
+            if chat and delta.finish_reason is not None and not delta.text:
+                body = {"delta": {}}
+            yield _chunk(plan, index, body | {"logprobs": logprobs}, usage_field, finish=delta.finish_reason)
+        if plan.include_usage:
+            usage = _usage(sum(len(ids) for ids in plan.prompts), completion_tokens)
+            yield sse_frame(_header(plan, chunk=True) | {"choices": [], "usage": usage})
+    except asyncio.CancelledError:
+        raise  # the client went away: merge() has cancelled the requests
+    except Exception as exc:  # after the first byte, an error is a frame, then [DONE]
+        error = engine_io.engine_failure(exc)
+        yield sse_frame(error_payload(error.message, type=error.type, param=error.param, code=error.code))
+    yield SSE_DONE
+
+
+def _chunk(plan: Plan, index: int, body: dict, usage_field: dict, finish: str | None = None) -> bytes:
+    choice = {"index": index} | body | {"finish_reason": finish}
+    return sse_frame(_header(plan, chunk=True) | {"choices": [choice]} | usage_field)

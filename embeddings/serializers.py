@@ -1,0 +1,48 @@
+"""DRF serializer for /v1/embeddings requests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import serializers
+
+MAX_INPUTS = 2048
+
+
+def _is_token_id(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+class EmbeddingInputField(serializers.Field):
+    """A string, strings, token ids, or token-id lists; returns a list of str or a list
+    of id lists. Empty input of any kind is refused."""
+
+    def to_internal_value(self, data: Any) -> list[str] | list[list[int]]:
+        if isinstance(data, str):
+            data = [data]
+        if not isinstance(data, list) or not data:
+            raise serializers.ValidationError("must be a non-empty string or a non-empty array.")
+        if len(data) > MAX_INPUTS:
+            raise serializers.ValidationError(f"may hold at most {MAX_INPUTS} items, got {len(data)}.")
+        if all(isinstance(item, str) for item in data):
+            if any(item == "" for item in data):
+                raise serializers.ValidationError("must not contain empty strings.")
+            return list(data)
+        if all(_is_token_id(item) for item in data):
+            return [list(data)]
+        if all(isinstance(item, list) and item and all(_is_token_id(t) for t in item) for item in data):
+            return [list(item) for item in data]
+        raise serializers.ValidationError(
+            "must be a string, an array of strings, an array of token ids or an array of non-empty token-id arrays."
+        )
+
+    def to_representation(self, value: Any) -> Any:
+        return value
+
+
+class EmbeddingRequestSerializer(serializers.Serializer):
+    model = serializers.CharField()
+    input = EmbeddingInputField()
+    encoding_format = serializers.ChoiceField(choices=["float", "base64"], required=False, default="float")
+    dimensions = serializers.IntegerField(required=False, allow_null=True, min_value=1)
+    user = serializers.CharField(required=False, allow_null=True, allow_blank=True)

@@ -1,0 +1,29 @@
+"""POST /v1/embeddings."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.http import HttpRequest, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_POST
+
+from embeddings.serializers import EmbeddingRequestSerializer
+from embeddings.services import embeddings_create
+from gpt3dev.errors import APIError
+from gpt3dev.views_api import validated
+from models_api.models import ModelEntry
+from models_api.selectors import aget_served_entry
+
+
+@csrf_exempt
+@require_POST
+async def create_embeddings(request: HttpRequest) -> JsonResponse:
+    if not settings.GPT3DEV["ENABLE_EMBEDDINGS_BACKEND"]:
+        raise APIError(
+            501,
+            "The embeddings backend is disabled on this server (ENABLE_EMBEDDINGS_BACKEND=0).",
+            code="embeddings_disabled",
+        )
+    data = validated(request, EmbeddingRequestSerializer)
+    entry = await aget_served_entry(data["model"], task=ModelEntry.Task.EMBEDDINGS)
+    return JsonResponse(await embeddings_create(data=data, entry=entry))
