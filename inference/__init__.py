@@ -2,4 +2,11 @@
 
 It loads models described by :class:`inference.types.ModelSpec`, batches concurrent
 generation requests in one worker thread per model, and computes embeddings.
+
+Modules: ``types``/``errors`` (the boundary with the web layer), ``engine`` (model
+registry: lazy loading, LRU, failure memory), ``loading`` (spec -> local folder, GGUF
+conversion cache, device/dtype), ``generator`` (TextGenerator), ``scheduler``
+(continuous batching), ``sampling``, ``detokenize``, ``embeddings`` and ``bench_raw``
+(throughput/determinism benchmark: ``python -m inference.bench_raw --help``).
+Importing this package does not import torch; the submodules do.
 """

@@ -1,0 +1,175 @@
+"""The engine: a registry of loaded models, loaded lazily and at most once.
+
+``Engine.generator(spec)`` / ``Engine.embedder(spec)`` return a ready object for a
+registry entry, loading it on first use behind a per-model lock (concurrent first
+calls load once), reloading when the spec for an id changes, evicting the least
+recently used model beyond ``max_loaded_models``, and remembering failed loads for
+``failure_ttl_s`` seconds so a broken entry does not trigger a load attempt per request.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .embeddings import Embedder, EmbeddingResult
+from .errors import ModelUnavailable
+from .generator import TextGenerator
+from .loading import choose_device, choose_dtype, is_offline, resolve_model_folder
+from .types import ModelSpec
+
+__all__ = ["Engine", "EngineConfig", "TextGenerator", "Embedder", "EmbeddingResult"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    cache_dir: Path  # GGUF conversions, keyed by the file's sha256
+    max_loaded_models: int = 4  # LRU eviction beyond this
+    max_batch_size: int = 16  # max sequences decoding together per model
+    max_queue: int = 256  # sequences waiting per model; beyond -> EngineOverloaded
+    default_device: str = "auto"  # for specs saying "auto": cuda, then mps, then cpu
+    hf_offline: bool = False  # HF_HUB_OFFLINE in the environment is honoured too
+    failure_ttl_s: float = 30.0  # how long a failed load is remembered
+    # What dtype "auto" means on CPU. float32 keeps greedy/seeded output identical alone
+    # or batched; "bfloat16" is faster on AMX/avx512-bf16 CPUs but batch-dependent.
+    cpu_auto_dtype: str = "float32"
+
+
+@dataclass
+class _Entry:
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    spec: ModelSpec | None = None
+    obj: Any = None  # TextGenerator | Embedder
+    last_used: float = 0.0
+    failed_spec: ModelSpec | None = None
+    failure: ModelUnavailable | None = None
+    failed_until: float = 0.0
+
+
+class Engine:
+    def __init__(self, config: EngineConfig) -> None:
+        self.config = config
+        self._lock = threading.Lock()  # guards _entries only; loads hold the entry's lock
+        self._entries: dict[str, _Entry] = {}
+        self._closed = False
+
+    # ------------------------------------------------------------------ public API
+    def generator(self, spec: ModelSpec) -> TextGenerator:
+        if spec.task != "text-generation":
+            raise ModelUnavailable(f"model {spec.id!r} is not a text-generation model")
+        return self._get(spec)
+
+    def embedder(self, spec: ModelSpec) -> Embedder:
+        if spec.task != "embeddings":
+            raise ModelUnavailable(f"model {spec.id!r} is not an embeddings model")
+        return self._get(spec)
+
+    def unload(self, model_id: str) -> bool:
+        with self._lock:
+            entry = self._entries.get(model_id)
+        if entry is None:
+            return False
+        with entry.lock:
+            return self._release(entry)
+
+    def loaded_models(self) -> list[str]:
+        with self._lock:
+            return [mid for mid, e in self._entries.items() if e.obj is not None]
+
+    def model_stats(self) -> dict[str, dict]:
+        """Per loaded model: its scheduler's ``{"running", "waiting"}`` (empty for embedders)."""
+        with self._lock:
+            loaded = [(mid, e.obj) for mid, e in self._entries.items() if e.obj is not None]
+        return {mid: (obj.stats() if hasattr(obj, "stats") else {}) for mid, obj in loaded}
+
+    def shutdown(self) -> None:
+        self._closed = True
+        with self._lock:
+            entries = list(self._entries.values())
+        for entry in entries:
+            with entry.lock:
+                self._release(entry)
+
+    # ------------------------------------------------------------------- internals
+    def _get(self, spec: ModelSpec) -> Any:
+        if self._closed:
+            raise ModelUnavailable("the engine is shut down")
+        with self._lock:
+            entry = self._entries.setdefault(spec.id, _Entry())
+        with entry.lock:
+            if entry.obj is not None and entry.spec == spec:
+                entry.last_used = time.monotonic()
+                return entry.obj
+            if entry.obj is not None:
+                log.info("spec of %s changed: reloading", spec.id)
+                self._release(entry)
+            now = time.monotonic()
+            if entry.failure is not None and entry.failed_spec == spec and now < entry.failed_until:
+                raise entry.failure
+            try:
+                obj = self._load(spec)
+            except Exception as exc:
+                failure = exc if isinstance(exc, ModelUnavailable) else ModelUnavailable(
+                    f"model {spec.id!r} cannot be loaded: {exc}"
+                )
+                entry.failure, entry.failed_spec = failure, spec
+                entry.failed_until = time.monotonic() + self.config.failure_ttl_s
+                if failure is exc:
+                    raise
+                raise failure from exc
+            entry.obj, entry.spec, entry.failure = obj, spec, None
+            entry.last_used = time.monotonic()
+        self._evict(keep=spec.id)
+        return obj
+
+    def _load(self, spec: ModelSpec) -> Any:
+        from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
+
+        offline = is_offline(self.config.hf_offline)
+        folder = resolve_model_folder(spec, Path(self.config.cache_dir), offline)
+        device = choose_device(spec.device, self.config.default_device)
+        dtype = choose_dtype(spec.dtype, device, cpu_auto=self.config.cpu_auto_dtype)
+        common = {"trust_remote_code": spec.trust_remote_code}
+        log.info("loading %s from %s on %s as %s", spec.id, folder, device, dtype)
+        tokenizer = AutoTokenizer.from_pretrained(str(folder), **common)
+        if spec.task == "embeddings":
+            model = AutoModel.from_pretrained(str(folder), dtype=dtype, **common).to(device).eval()
+            return Embedder(spec, model, tokenizer, folder, device)
+        model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype, **common).to(device).eval()
+        return TextGenerator(
+            spec, model, tokenizer, device,
+            max_batch_size=self.config.max_batch_size, max_queue=self.config.max_queue,
+        )
+
+    def _release(self, entry: _Entry) -> bool:
+        """Drop the loaded object (caller holds entry.lock)."""
+        obj, entry.obj, entry.spec = entry.obj, None, None
+        if obj is None:
+            return False
+        close = getattr(obj, "close", None)
+        if close is not None:
+            close()
+        del obj
+        gc.collect()
+        return True
+
+    def _evict(self, keep: str) -> None:
+        while True:
+            with self._lock:
+                loaded = [(e.last_used, mid, e) for mid, e in self._entries.items() if e.obj is not None]
+            if len(loaded) <= max(1, self.config.max_loaded_models):
+                return
+            victims = sorted((x for x in loaded if x[1] != keep), key=lambda x: x[0])
+            if not victims:
+                return
+            _, mid, entry = victims[0]
+            log.info("evicting %s (least recently used)", mid)
+            with entry.lock:
+                self._release(entry)

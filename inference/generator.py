@@ -1,0 +1,217 @@
+"""The text-generation face of a loaded causal LM: tokenisation, chat templates,
+``generate`` (an async generator over the shared batching scheduler) and prompt
+scoring for ``echo`` + ``logprobs``."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import torch
+
+from .detokenize import TokenTable
+from .errors import InvalidInput
+from .scheduler import Scheduler
+from .types import GenerationRequest, ModelSpec, SequenceDelta, TokenLogprob, TopLogprob
+
+
+def eos_ids_of(model: Any, tokenizer: Any) -> tuple[int, ...]:
+    """Every id that should end a sequence: generation config, model config, tokenizer."""
+    ids: set[int] = set()
+    for source in (getattr(model, "generation_config", None), getattr(model, "config", None), tokenizer):
+        value = getattr(source, "eos_token_id", None) if source is not None else None
+        if value is None:
+            continue
+        for v in value if isinstance(value, (list, tuple, set)) else [value]:
+            if v is not None:
+                ids.add(int(v))
+    return tuple(sorted(ids))
+
+
+class TextGenerator:
+    """One loaded generation model. Thread-safe; ``generate`` may be called from any
+    event loop (each request is answered on the loop that submitted it)."""
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        model: Any,
+        tokenizer: Any,
+        device: torch.device,
+        *,
+        max_batch_size: int,
+        max_queue: int,
+    ) -> None:
+        self.spec = spec
+        self.model = model
+        self.tokenizer = tokenizer
+        self.device = device
+        config = model.config
+        window = getattr(config, "max_position_embeddings", None) or getattr(tokenizer, "model_max_length", 2048)
+        self.context_length: int = int(spec.max_context_tokens or window)
+        embed_rows = model.get_input_embeddings().weight.shape[0]
+        self.vocab_size: int = len(tokenizer)
+        self._id_limit = min(self.vocab_size, int(embed_rows))
+        self._chat_template: str | None = spec.chat_template or getattr(tokenizer, "chat_template", None)
+        self.has_chat_template: bool = bool(self._chat_template)
+        self.table = TokenTable(tokenizer)
+        self.eos_ids = eos_ids_of(model, tokenizer)
+        self.dtype = next(model.parameters()).dtype
+        self._scheduler = Scheduler(
+            model,
+            self.table,
+            vocab_size=self._id_limit,
+            context_length=self.context_length,
+            eos_ids=self.eos_ids,
+            device=device,
+            max_batch_size=max_batch_size,
+            max_queue=max_queue,
+            bos_id=getattr(tokenizer, "bos_token_id", None),
+            name=spec.id,
+        )
+
+    # ------------------------------------------------------------------ tokenisation
+    def encode(self, text: str) -> list[int]:
+        """Plain completion prompt: whatever specials the tokenizer adds by default."""
+        return list(self.tokenizer.encode(text))
+
+    def render_chat(self, messages: list[dict[str, str]]) -> list[int]:
+        """Apply the chat template (spec override first) with a generation prompt.
+
+        The template is rendered to text and then encoded *without* added special
+        tokens, because templates write their own BOS/markers."""
+        if not self._chat_template:
+            raise InvalidInput(f"model {self.spec.id!r} has no chat template", param="messages")
+        try:
+            text = self.tokenizer.apply_chat_template(
+                messages, chat_template=self._chat_template, add_generation_prompt=True, tokenize=False
+            )
+        except Exception as exc:  # jinja errors (e.g. a template rejecting a role)
+            raise InvalidInput(f"the chat template cannot render these messages: {exc}", param="messages") from exc
+        return list(self.tokenizer.encode(text, add_special_tokens=False))
+
+    def token_text(self, token_id: int) -> str:
+        return self.table.token_text(token_id)
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        """Text of ids, special tokens skipped (used for echo)."""
+        return b"".join(self.table.output_bytes(int(t)) for t in token_ids).decode("utf-8", errors="replace")
+
+    # -------------------------------------------------------------------- generation
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[SequenceDelta]:
+        """Stream deltas for the request's ``n`` sequences as they are decoded.
+
+        Raises InvalidInput / EngineOverloaded on the first ``__anext__`` before anything
+        is yielded. Each sequence ends with exactly one delta whose ``finish_reason`` is
+        "stop" (an EOS id or a stop string) or "length". Deltas carry the token sampled
+        at that step (``text`` may be "" while characters are incomplete or held back
+        for a possible stop string). EOS tokens are not reported as tokens.
+        Closing the generator (``aclose()``, task cancellation) cancels the request: its
+        rows leave the batch at the next decode step. (A bare ``break`` out of ``async
+        for`` only cancels once the generator is garbage-collected: call ``aclose()``.)
+
+        Logprobs (``sampling.logprobs = k``): one TokenLogprob per reported token with
+        the k most likely alternatives. They are the log-softmax of the model's logits
+        after repetition/presence/frequency penalties, logit_bias and the min_tokens EOS
+        mask, but *before* temperature, top-k, top-p and min-p - the vLLM/OpenAI
+        convention, so they describe the model rather than the truncated sampler.
+        """
+        loop = asyncio.get_running_loop()
+        handle = self._scheduler.submit(request, loop)
+        remaining = request.n
+        try:
+            while remaining:
+                item = await handle.queue.get()
+                if isinstance(item, BaseException):
+                    raise item
+                for delta in item:
+                    if delta.finish_reason is not None:
+                        remaining -= 1
+                    yield delta
+        finally:
+            handle.cancel()
+
+    async def score_prompt(self, token_ids: Sequence[int], top: int) -> list[TokenLogprob | None]:
+        """Logprobs of each prompt token given the ones before it (for ``echo``); the
+        first entry is None. The forward pass runs on the model's worker thread."""
+        ids = [int(t) for t in token_ids]
+        if not ids:
+            return []
+        bad = [t for t in ids if not 0 <= t < self._id_limit]
+        if not bad and len(ids) == 1:
+            return [None]
+        if bad:
+            raise InvalidInput(f"token id {bad[0]} is outside the vocabulary", param="prompt")
+        if len(ids) > self.context_length:
+            raise InvalidInput(
+                f"This model's maximum context length is {self.context_length} tokens, the prompt has {len(ids)}.",
+                param="prompt",
+                code="context_length_exceeded",
+            )
+        top = max(0, min(int(top), 20))
+
+        def work() -> list[TokenLogprob | None]:
+            with torch.inference_mode():
+                lp_chosen, top_v, top_i = self._prompt_logprobs(ids, top)
+            chosen, tv, ti = lp_chosen.tolist(), top_v, top_i
+            out: list[TokenLogprob | None] = [None]
+            t = self.table
+            for pos, tid in enumerate(ids[1:]):
+                alts: tuple[TopLogprob, ...] = ()
+                if tv is not None:
+                    alts = tuple(
+                        TopLogprob(token=t.token_text(i), token_id=i, logprob=v, bytes=tuple(t.token_bytes(i)))
+                        for i, v in zip(ti[pos].tolist(), tv[pos].tolist())
+                    )
+                out.append(
+                    TokenLogprob(token=t.token_text(tid), token_id=tid, logprob=chosen[pos],
+                                 bytes=tuple(t.token_bytes(tid)), top=alts)
+                )
+            return out
+
+        return await self._scheduler.run_job(work, asyncio.get_running_loop())
+
+    def _prompt_logprobs(self, ids: list[int], top: int) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """Logprob of ids[1:] given their prefix, plus the top alternatives. Logits are
+        produced in chunks of positions so a long prompt never materialises a
+        ``[length, vocab]`` float32 matrix at once."""
+        x = torch.tensor([ids], dtype=torch.long, device=self.device)
+        head = self.model.get_output_embeddings()
+        base = getattr(self.model, "base_model", None)
+        softcap = getattr(self.model.config, "final_logit_softcapping", None)
+        targets = torch.tensor(ids[1:], dtype=torch.long, device=self.device)
+        if head is None or base is None or base is self.model:
+            hidden = None
+            all_logits = self.model(input_ids=x, use_cache=False).logits[0, :-1]
+        else:
+            hidden = base(input_ids=x, use_cache=False).last_hidden_state[0, :-1]
+            all_logits = None
+        chosen, values, indices = [], [], []
+        for start in range(0, len(ids) - 1, 512):
+            if hidden is not None:
+                logits = head(hidden[start : start + 512]).float()
+                if softcap:
+                    logits = torch.tanh(logits / softcap) * softcap
+            else:
+                logits = all_logits[start : start + 512].float()
+            if logits.shape[-1] > self._id_limit:
+                logits[:, self._id_limit:] = float("-inf")
+            lp = torch.log_softmax(logits, dim=-1)
+            chosen.append(lp.gather(1, targets[start : start + 512, None]).squeeze(1))
+            if top:
+                v, i = lp.topk(top, dim=-1)
+                values.append(v)
+                indices.append(i)
+        return (
+            torch.cat(chosen).cpu(),
+            torch.cat(values).cpu() if top else None,
+            torch.cat(indices).cpu() if top else None,
+        )
+
+    def stats(self) -> dict:
+        return self._scheduler.stats()
+
+    def close(self) -> None:
+        """Stop the worker; requests still in flight get ModelUnavailable."""
+        self._scheduler.shutdown()

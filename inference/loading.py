@@ -1,0 +1,241 @@
+"""Turn a :class:`ModelSpec` into loaded torch objects.
+
+Responsibilities:
+
+* resolve ``source_type``/``source`` to a local folder (package data, local path or a
+  Hugging Face Hub snapshot, honouring ``revision``/``hf_token`` and offline mode);
+* convert a GGUF file once into a plain safetensors folder, cached under
+  ``EngineConfig.cache_dir/<sha256 of the gguf file>`` so later loads skip the slow
+  dequantisation (the conversion is written to a temp folder and renamed into place,
+  so concurrent processes never see half a folder);
+* pick the device and dtype ("auto" rules live in :func:`choose_device` and
+  :func:`choose_dtype`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import sources
+from .errors import ModelUnavailable
+from .types import ModelSpec
+
+log = logging.getLogger(__name__)
+
+# Bump when the conversion layout changes so stale cache entries are ignored.
+_CONVERSION_VERSION = "2"
+_COMPLETE_MARKER = "gpt3dev-conversion.json"
+
+
+def is_offline(config_offline: bool) -> bool:
+    """Offline if the engine config says so or HF_HUB_OFFLINE/TRANSFORMERS_OFFLINE is truthy."""
+    env = os.environ.get("HF_HUB_OFFLINE", "") or os.environ.get("TRANSFORMERS_OFFLINE", "")
+    return config_offline or env.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def choose_device(requested: str, default_device: str = "auto") -> torch.device:
+    """'auto' means the engine default; if that is 'auto' too: cuda, then mps, then cpu."""
+    name = requested if requested != "auto" else default_device
+    if name == "auto":
+        if torch.cuda.is_available():
+            name = "cuda"
+        elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            name = "mps"
+        else:
+            name = "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelUnavailable(f"device {name!r} requested but CUDA is not available")
+    return torch.device(name)
+
+
+def choose_dtype(requested: str, device: torch.device, cpu_auto: str = "float32") -> torch.dtype:
+    """Resolve a dtype name. 'auto': bfloat16 on CUDA with bf16 support (else float16),
+    float16 on MPS, ``cpu_auto`` (float32 unless the engine config says otherwise) on CPU.
+
+    Why float32 on CPU: in bfloat16 the numerics of a row depend on the shape of the
+    batch it is computed in (matmul blocking, padding), so greedy argmax ties flip: with
+    SmolLM2, 9 of 16 greedy requests produced different tokens batched than alone
+    (``python -m inference.bench_raw --determinism``), versus 0 of 16 in float32.
+    bfloat16 is faster on CPUs with AMX/avx512-bf16, so it stays one setting away
+    (``EngineConfig.cpu_auto_dtype`` or a spec's explicit dtype).
+    """
+    table = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    if requested in table:
+        return table[requested]
+    if requested != "auto":
+        raise ModelUnavailable(f"unknown dtype {requested!r}")
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "mps":
+        return torch.float16
+    return table.get(cpu_auto, torch.float32)
+
+
+def package_path(source: str) -> Path:
+    """'pkg/rel/path' -> absolute path inside the installed package ``pkg``."""
+    try:
+        return sources.package_path(source)
+    except sources.SourceError as exc:
+        raise ModelUnavailable(str(exc)) from None
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def hub_snapshot(spec: ModelSpec, offline: bool) -> Path:
+    """Local snapshot of a Hub repo. Offline: only what is already in the HF cache.
+
+    Online metadata requests get a short timeout so a dead network fails fast instead
+    of hanging a request (the engine also remembers the failure for a while).
+    """
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError as exc:  # pragma: no cover - huggingface_hub ships with transformers
+        raise ModelUnavailable("huggingface_hub is not installed") from exc
+    patterns = ["*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken", "*.jinja", "1_Pooling/*"]
+    if spec.trust_remote_code:
+        patterns.append("*.py")
+    try:
+        folder = snapshot_download(
+            repo_id=spec.source,
+            revision=spec.revision,
+            token=spec.hf_token,
+            local_files_only=offline,
+            allow_patterns=patterns,
+            etag_timeout=10,
+        )
+    except Exception as exc:  # any hub/network failure means "cannot load" to the caller
+        if offline:
+            raise ModelUnavailable(
+                f"model {spec.id!r}: Hub repo {spec.source!r} is not in the local cache and "
+                "cannot be downloaded because the server is offline (HF_HUB_OFFLINE)"
+            ) from exc
+        raise ModelUnavailable(
+            f"model {spec.id!r}: Hub repo {spec.source!r} cannot be downloaded: {exc}"
+        ) from exc
+    return Path(folder)
+
+
+def resolve_path(spec: ModelSpec, offline: bool) -> Path:
+    """The spec's weights as a local path: a folder, or a .gguf file still to convert."""
+    if spec.source_type == "package":
+        return package_path(spec.source)
+    if spec.source_type == "local":
+        path = Path(spec.source).expanduser()
+        if not path.exists():
+            raise ModelUnavailable(f"model {spec.id!r}: local path {str(path)!r} does not exist")
+        return path
+    if spec.source_type == "hub":
+        return hub_snapshot(spec, offline)
+    raise ModelUnavailable(f"unknown source_type {spec.source_type!r}")
+
+
+def resolve_model_folder(spec: ModelSpec, cache_dir: Path, offline: bool) -> Path:
+    """A plain transformers folder for ``spec``; GGUF files go through the conversion cache."""
+    path = resolve_path(spec, offline)
+    if path.is_file():
+        if path.suffix.lower() != ".gguf":
+            raise ModelUnavailable(f"model {spec.id!r}: {path.name} is neither a folder nor a .gguf file")
+        return converted_gguf(path, cache_dir)
+    return path
+
+
+def converted_gguf(gguf_path: Path, cache_dir: Path) -> Path:
+    """Return the cached safetensors conversion of ``gguf_path``, converting on first use."""
+    digest = sha256_file(gguf_path)
+    target = Path(cache_dir) / f"gguf-{digest}"
+    marker = target / _COMPLETE_MARKER
+    if marker.exists():
+        try:
+            if json.loads(marker.read_text()).get("version") == _CONVERSION_VERSION:
+                return target
+        except (OSError, ValueError):
+            pass
+    Path(cache_dir).mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=cache_dir))
+    try:
+        _convert_gguf_into(gguf_path, tmp)
+        (tmp / _COMPLETE_MARKER).write_text(
+            json.dumps({"version": _CONVERSION_VERSION, "source": gguf_path.name, "sha256": digest})
+        )
+        if target.exists():
+            # A stale or partial entry (another version): replace it.
+            shutil.rmtree(target, ignore_errors=True)
+        try:
+            os.replace(tmp, target)
+        except OSError:
+            # Another process won the race and put a complete folder there first.
+            if not marker.exists():
+                raise
+    except Exception as exc:
+        raise ModelUnavailable(f"cannot convert GGUF file {gguf_path.name}: {exc}") from exc
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _convert_gguf_into(gguf_path: Path, out: Path) -> None:
+    """Dequantise a GGUF checkpoint and write config, safetensors weights, tokenizer and
+    generation config. ``save_pretrained`` refuses GGUF-quantised models, so the state
+    dict is written by hand (tied weights stored once, quantization_config dropped)."""
+    from safetensors.torch import save_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+    folder, name = str(gguf_path.parent), gguf_path.name
+    log.info("converting GGUF %s (one-off; cached afterwards)", gguf_path)
+    kwargs: dict[str, Any] = {"gguf_file": name, "dtype": torch.float32}
+    try:
+        from transformers.utils.quantization_config import GgufConfig
+
+        kwargs["quantization_config"] = GgufConfig(dequantize=True)
+    except Exception:  # older transformers: dequantisation is the default anyway
+        pass
+    try:
+        model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
+    except TypeError:
+        kwargs.pop("quantization_config", None)
+        model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+
+    state = model.state_dict()
+    tied = bool(getattr(model.config, "tie_word_embeddings", False))
+    tensors: dict[str, torch.Tensor] = {}
+    seen: dict[int, str] = {}
+    for key, tensor in state.items():
+        if tied and key == "lm_head.weight":
+            continue  # re-tied from embed_tokens on load
+        ptr = tensor.data_ptr()
+        if ptr in seen:
+            continue  # safetensors refuses shared storage; the tie restores it
+        seen[ptr] = key
+        tensors[key] = tensor.detach().to(torch.float32).contiguous().clone()
+    save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
+
+    config = model.config.to_dict()
+    for key in ("quantization_config", "_name_or_path", "gguf_file"):
+        config.pop(key, None)
+    config["dtype"] = "float32"
+    # GGUF-built configs carry no architectures list; AutoModel needs it for some paths.
+    config["architectures"] = [type(model).__name__]
+    (out / "config.json").write_text(json.dumps(config, indent=2, default=str))
+    tokenizer.save_pretrained(str(out))
+    try:
+        gen = model.generation_config if model.generation_config is not None else GenerationConfig()
+        gen.save_pretrained(str(out))
+    except Exception:  # generation config is optional
+        pass

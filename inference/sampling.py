@@ -1,0 +1,170 @@
+"""Per-row logits processing and token sampling for one decode step of a batch.
+
+Every row of a batch carries its own :class:`SamplingParams` and its own
+``torch.Generator``; this module turns a ``[rows, vocab]`` logits tensor into one
+token per row, and (when asked) log-probabilities.
+
+Order of operations (the same as vLLM, so logprobs match what OpenAI clients expect):
+
+1. repetition penalty (HF multiplicative, over prompt + generated tokens);
+2. presence / frequency penalties (OpenAI additive rule, generated tokens only):
+   ``logit[j] -= count[j] * frequency_penalty + (count[j] > 0) * presence_penalty``;
+3. logit_bias added;
+4. EOS ids masked while fewer than ``min_tokens`` tokens have been generated;
+5. **logprobs are taken here**: log-softmax of the processed logits, *before*
+   temperature / top-k / top-p / min-p (the vLLM/OpenAI convention: they describe the
+   model's distribution, not the truncated sampling distribution);
+6. temperature 0 -> argmax; otherwise divide by temperature, apply top-k, top-p and
+   min-p, and draw with the row's generator by inverse-CDF over a *stable* sort, so a
+   seeded row draws the same token whatever else shares the batch.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+
+import torch
+
+from .types import SamplingParams
+
+# Temperatures below this are treated as greedy (dividing by ~0 overflows).
+_GREEDY_EPS = 1e-5
+
+
+def sequence_generator(seed: int | None, index: int) -> torch.Generator:
+    """A CPU generator for sequence ``index`` of a request: seeded requests give each of
+    their ``n`` sequences a distinct but reproducible stream; unseeded ones get OS
+    entropy. The global torch seed is never touched."""
+    gen = torch.Generator(device="cpu")
+    if seed is None:
+        gen.manual_seed(secrets.randbits(63))
+    else:
+        # Mix the index in so sequence i of seed s differs from sequence 0 of seed s+i.
+        gen.manual_seed((int(seed) * 1_000_003 + index * 7_919 + 0x5EED) % (1 << 63))
+    return gen
+
+
+@dataclass
+class RowState:
+    """What sampling needs to know about one sequence (owned by the scheduler)."""
+
+    params: SamplingParams
+    generator: torch.Generator
+    prompt_ids: list[int]
+    eos_ids: tuple[int, ...]
+    generated: list[int] = field(default_factory=list)
+
+    @property
+    def greedy(self) -> bool:
+        return self.params.temperature < _GREEDY_EPS
+
+    @property
+    def needs_processing(self) -> bool:
+        p = self.params
+        return bool(
+            p.repetition_penalty != 1.0
+            or p.presence_penalty
+            or p.frequency_penalty
+            or p.logit_bias
+            or (p.min_tokens > len(self.generated) and not p.ignore_eos and self.eos_ids)
+        )
+
+
+@dataclass
+class StepResult:
+    """Sampled token per row, plus logprob data for the rows that asked."""
+
+    tokens: list[int]
+    # per row: None, or (chosen logprob, [(token_id, logprob), ...] top alternatives)
+    logprobs: list[tuple[float, list[tuple[int, float]]] | None]
+
+
+def process_logits(logits: torch.Tensor, rows: list[RowState], vocab_size: int) -> torch.Tensor:
+    """Steps 1-4 above, in place on a float32 copy; returns it."""
+    logits = logits.float().clone()
+    if logits.shape[-1] > vocab_size:
+        # Padded embedding matrices: never sample ids the tokenizer cannot decode.
+        logits[:, vocab_size:] = float("-inf")
+    for r, row in enumerate(rows):
+        if not row.needs_processing:
+            continue
+        p = row.params
+        x = logits[r]
+        if p.repetition_penalty != 1.0:
+            seen = torch.tensor(sorted(set(row.prompt_ids) | set(row.generated)), dtype=torch.long, device=x.device)
+            if seen.numel():
+                vals = x[seen]
+                x[seen] = torch.where(vals > 0, vals / p.repetition_penalty, vals * p.repetition_penalty)
+        if (p.presence_penalty or p.frequency_penalty) and row.generated:
+            gen = torch.tensor(row.generated, dtype=torch.long, device=x.device)
+            counts = torch.bincount(gen, minlength=x.shape[0])[: x.shape[0]].to(x.dtype)
+            x -= counts * p.frequency_penalty + (counts > 0).to(x.dtype) * p.presence_penalty
+        if p.logit_bias:
+            ids = torch.tensor([t for t, _ in p.logit_bias], dtype=torch.long, device=x.device)
+            bias = torch.tensor([b for _, b in p.logit_bias], dtype=x.dtype, device=x.device)
+            x.index_add_(0, ids, bias)
+        if p.min_tokens > len(row.generated) and not p.ignore_eos and row.eos_ids:
+            x[list(row.eos_ids)] = float("-inf")
+    return logits
+
+
+def _sample_rows(logits: torch.Tensor, rows: list[RowState]) -> list[int]:
+    """Non-greedy rows: temperature, top-k, top-p, min-p, then a seeded inverse-CDF draw."""
+    temps = torch.tensor([row.params.temperature for row in rows], dtype=torch.float32, device=logits.device)
+    probs = torch.softmax(logits / temps[:, None], dim=-1)
+    # Stable descending sort: equal probabilities keep id order, so the draw is reproducible.
+    sorted_p, sorted_ids = torch.sort(probs, dim=-1, descending=True, stable=True)
+    keep = torch.ones_like(sorted_p, dtype=torch.bool)
+    for r, row in enumerate(rows):
+        p = row.params
+        if p.top_k and p.top_k > 0:
+            keep[r, p.top_k:] = False
+        if p.top_p < 1.0:
+            cum = torch.cumsum(sorted_p[r], dim=-1)
+            # Keep the smallest prefix whose mass reaches top_p (the token crossing it stays).
+            keep[r] &= (cum - sorted_p[r]) < p.top_p
+        if p.min_p > 0.0:
+            keep[r] &= sorted_p[r] >= p.min_p * sorted_p[r, 0]
+    keep[:, 0] = True  # never an empty distribution
+    sorted_p = torch.where(keep, sorted_p, torch.zeros_like(sorted_p)).double()
+    cdf = torch.cumsum(sorted_p, dim=-1)
+    u = torch.stack([torch.rand((), generator=row.generator, dtype=torch.float64) for row in rows]).to(cdf.device)
+    pos = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True).clamp_(max=cdf.shape[-1] - 1)
+    # searchsorted can land on a zero-probability tail entry when u*total == cdf exactly.
+    chosen = sorted_ids.gather(1, pos).squeeze(1)
+    return chosen.tolist()
+
+
+def sample_step(logits: torch.Tensor, rows: list[RowState], vocab_size: int) -> StepResult:
+    """One token per row from ``logits`` ``[len(rows), vocab]``; see the module docstring."""
+    processed = process_logits(logits, rows, vocab_size)
+    tokens: list[int] = [0] * len(rows)
+    greedy = [r for r, row in enumerate(rows) if row.greedy]
+    if greedy:
+        idx = torch.tensor(greedy, device=processed.device)
+        picks = processed.index_select(0, idx).argmax(dim=-1).tolist()
+        for r, t in zip(greedy, picks):
+            tokens[r] = t
+    sampled = [r for r, row in enumerate(rows) if not row.greedy]
+    if sampled:
+        idx = torch.tensor(sampled, device=processed.device)
+        picks = _sample_rows(processed.index_select(0, idx), [rows[r] for r in sampled])
+        for r, t in zip(sampled, picks):
+            tokens[r] = t
+
+    logprobs: list[tuple[float, list[tuple[int, float]]] | None] = [None] * len(rows)
+    want = [r for r, row in enumerate(rows) if row.params.logprobs is not None]
+    if want:
+        idx = torch.tensor(want, device=processed.device)
+        lp = torch.log_softmax(processed.index_select(0, idx), dim=-1)
+        k = max(rows[r].params.logprobs or 0 for r in want)
+        top_v, top_i = (lp.topk(k, dim=-1) if k > 0 else (None, None))
+        chosen = lp.gather(1, torch.tensor([[tokens[r]] for r in want], device=lp.device)).squeeze(1).tolist()
+        for j, r in enumerate(want):
+            kr = rows[r].params.logprobs or 0
+            alts = []
+            if kr > 0 and top_v is not None:
+                alts = list(zip(top_i[j, :kr].tolist(), top_v[j, :kr].tolist()))
+            logprobs[r] = (chosen[j], alts)
+    return StepResult(tokens=tokens, logprobs=logprobs)

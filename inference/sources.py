@@ -1,0 +1,36 @@
+"""Where packaged weights live: a file or folder inside an installed Python package.
+
+Torch-free, so the web layer can validate registry rows without loading the engine.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+
+class SourceError(ValueError):
+    """The source does not point at anything that exists here."""
+
+
+def package_path(source: str) -> Path:
+    """'python_package/path/inside/it' -> that path; SourceError when the package is
+    missing, the path does not exist, or it leaves the package ('..' or a symlink)."""
+    package, _, inner = source.partition("/")
+    if not package or not inner:
+        raise SourceError("A package source is 'python_package/path/inside/it'.")
+    if ".." in Path(inner).parts:
+        raise SourceError("A package source may not leave its package ('..').")
+    try:
+        spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not spec.submodule_search_locations:
+        raise SourceError(f"The Python package '{package}' is not installed.")
+    root = Path(list(spec.submodule_search_locations)[0])
+    path = root / inner
+    if not path.exists():
+        raise SourceError(f"The package '{package}' has no file or folder '{inner}'.")
+    if not path.resolve().is_relative_to(root.resolve()):
+        raise SourceError(f"'{inner}' leads (through a symlink) outside the package '{package}'.")
+    return path
