@@ -34,10 +34,11 @@ def readiness_report() -> dict:
     except DatabaseError:
         return {"ready": False, "database": "unavailable", "models": []}
     engine = engine_if_started()
-    loaded = set(engine.loaded_models()) if engine is not None else set()
+    stats = engine.model_stats() if engine is not None else {}
     models = []
     for entry in entries:
         ok, why = entry_loadable(entry)
-        models.append({"id": entry.model_id, "loadable": ok, "loaded": entry.model_id in loaded, "detail": why})
+        row = {"id": entry.model_id, "loadable": ok, "loaded": entry.model_id in stats, "detail": why}
+        models.append(row | stats.get(entry.model_id, {}))
     defaults_ok = all(m["loadable"] for m, e in zip(models, entries) if e.origin == ModelEntry.Origin.DEFAULT)
     return {"ready": bool(models) and defaults_ok, "database": "ok", "models": models}
