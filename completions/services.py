@@ -16,6 +16,7 @@ from django.conf import settings
 
 from completions import engine_io
 from completions.engine_io import PrimedStream, SequenceResult
+from gpt3dev import metrics
 from gpt3dev.errors import APIError, error_payload, from_engine_error
 from gpt3dev.http import SSE_DONE, sse_frame
 from inference.errors import InvalidInput
@@ -257,12 +258,16 @@ async def _echo_parts(plan: Plan) -> list[tuple[str, list[tuple[str, TokenLogpro
 
 # ----------------------------------------------------------------------- non-streaming
 async def run(plan: Plan) -> dict[str, Any]:
+    timer = metrics.GenerationTimer(plan.entry.model_id, prompt_tokens=sum(len(ids) for ids in plan.prompts))
     echo = await _echo_parts(plan) if plan.echo else None
     if plan.sampling.max_tokens == 0:  # echo only: nothing to generate
         results = {(k, i): SequenceResult(finish_reason="length") for k in range(len(plan.prompts)) for i in range(plan.n)}
     else:
-        results = await engine_io.collect(await _open(plan), plan.samples)
+        streams = await _open(plan)
+        timer.first_token()
+        results = await engine_io.collect(streams, plan.samples)
     completion_tokens = sum(len(r.token_ids) for r in results.values())
+    timer.done(completion_tokens)
     choices = []
     for key in range(len(plan.prompts)):
         sequences = [results[(key, i)] for i in range(plan.samples)]
@@ -304,6 +309,7 @@ async def _sse(plan: Plan, streams: list[PrimedStream], echo) -> AsyncIterator[b
     chat = plan.kind == "chat.completion"
     usage_field = {"usage": None} if plan.include_usage else {}
     completion_tokens = 0
+    timer = metrics.GenerationTimer(plan.entry.model_id, prompt_tokens=sum(len(ids) for ids in plan.prompts))
     offsets: dict[int, int] = {}
     try:
         for key in range(len(plan.prompts)):
@@ -322,6 +328,7 @@ async def _sse(plan: Plan, streams: list[PrimedStream], echo) -> AsyncIterator[b
                 yield _chunk(plan, index, {"text": "", "logprobs": None}, usage_field, finish="length")
         async for key, delta in engine_io.merge(streams):
             completion_tokens += len(delta.token_ids)
+            timer.tokens(len(delta.token_ids))
             if not delta.text and delta.finish_reason is None and not (delta.logprobs and plan.logprobs is not None):
                 continue
             index = key * plan.n + delta.index
@@ -336,6 +343,7 @@ async def _sse(plan: Plan, streams: list[PrimedStream], echo) -> AsyncIterator[b
             if chat and delta.finish_reason is not None and not delta.text:
                 body = {"delta": {}}
             yield _chunk(plan, index, body | {"logprobs": logprobs}, usage_field, finish=delta.finish_reason)
+        timer.done()
         if plan.include_usage:
             usage = _usage(sum(len(ids) for ids in plan.prompts), completion_tokens)
             yield sse_frame(_header(plan, chunk=True) | {"choices": [], "usage": usage})

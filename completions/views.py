@@ -2,19 +2,40 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
+from access.ratelimit import areserve_tokens
 from completions import services
 from completions.serializers import ChatCompletionRequestSerializer, CompletionRequestSerializer
+from gpt3dev.errors import APIError
 from gpt3dev.http import sse_response
 from gpt3dev.views_api import validated
 from models_api.models import ModelEntry
-from models_api.selectors import aget_served_entry
+from models_api.selectors import aget_served_entry, allowed_models
 
 
-async def _answer(plan: services.Plan) -> HttpResponse:
+async def _admit(request: HttpRequest, plan: services.Plan) -> None:
+    """Server caps and the key's tokens-per-minute: the prompt tokens plus max_tokens for
+    every sequence are reserved now and settled to the real usage when the answer ends."""
+    param = "messages" if plan.kind == "chat.completion" else "prompt"
+    prompt_tokens = sum(len(ids) for ids in plan.prompts)
+    cap = settings.GPT3DEV["MAX_PROMPT_TOKENS"]
+    if cap and prompt_tokens > cap:
+        raise APIError(
+            400,
+            f"The prompt has {prompt_tokens} tokens; this server accepts at most {cap} prompt tokens per request.",
+            param=param,
+            code="prompt_too_long",
+        )
+    budget = prompt_tokens + plan.sampling.max_tokens * plan.samples * len(plan.prompts)
+    await areserve_tokens(request, budget, param="max_tokens")
+
+
+async def _answer(request: HttpRequest, plan: services.Plan) -> HttpResponse:
+    await _admit(request, plan)
     if plan.stream:
         return sse_response(await services.start_stream(plan))
     return JsonResponse(await services.run(plan))
@@ -24,13 +45,13 @@ async def _answer(plan: services.Plan) -> HttpResponse:
 @require_POST
 async def create_completion(request: HttpRequest) -> HttpResponse:
     data = validated(request, CompletionRequestSerializer)
-    entry = await aget_served_entry(data["model"], task=ModelEntry.Task.TEXT_GENERATION)
-    return await _answer(await services.plan_completion(data, entry))
+    entry = await aget_served_entry(data["model"], task=ModelEntry.Task.TEXT_GENERATION, allowed=allowed_models(request))
+    return await _answer(request, await services.plan_completion(data, entry))
 
 
 @csrf_exempt
 @require_POST
 async def create_chat_completion(request: HttpRequest) -> HttpResponse:
     data = validated(request, ChatCompletionRequestSerializer)
-    entry = await aget_served_entry(data["model"], task=ModelEntry.Task.TEXT_GENERATION)
-    return await _answer(await services.plan_chat(data, entry))
+    entry = await aget_served_entry(data["model"], task=ModelEntry.Task.TEXT_GENERATION, allowed=allowed_models(request))
+    return await _answer(request, await services.plan_chat(data, entry))

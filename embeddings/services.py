@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 from asgiref.sync import sync_to_async
 
+from gpt3dev import metrics
 from gpt3dev.errors import APIError, from_engine_error
 from inference.errors import EngineError
 from models_api.engine import aload_model
@@ -30,6 +31,7 @@ async def embeddings_create(*, data: dict[str, Any], entry: ModelEntry) -> dict[
         result = await sync_to_async(compute, thread_sensitive=False)(inputs)
     except EngineError as exc:
         raise from_engine_error(exc) from None
+    metrics.embeddings_done(entry.model_id, prompt_tokens=result.prompt_tokens)
     as_base64 = data.get("encoding_format") == "base64"
     return {
         "object": "list",

@@ -12,7 +12,7 @@ from embeddings.services import embeddings_create
 from gpt3dev.errors import APIError
 from gpt3dev.views_api import validated
 from models_api.models import ModelEntry
-from models_api.selectors import aget_served_entry
+from models_api.selectors import aget_served_entry, allowed_models
 
 
 @csrf_exempt
@@ -25,5 +25,5 @@ async def create_embeddings(request: HttpRequest) -> JsonResponse:
             code="embeddings_disabled",
         )
     data = validated(request, EmbeddingRequestSerializer)
-    entry = await aget_served_entry(data["model"], task=ModelEntry.Task.EMBEDDINGS)
+    entry = await aget_served_entry(data["model"], task=ModelEntry.Task.EMBEDDINGS, allowed=allowed_models(request))
     return JsonResponse(await embeddings_create(data=data, entry=entry))

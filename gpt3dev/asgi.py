@@ -1,7 +1,8 @@
 """The ASGI application: `uvicorn gpt3dev.asgi:application` (and daphne's runserver).
 
 Static files (the admin's CSS and JS) are served by Django's own ASGI static handler,
-so the admin looks right with nothing else in front of the server.
+so the admin looks right with nothing else in front of the server. SIGTERM drains the
+process gracefully (gpt3dev.shutdown).
 """
 
 import os
@@ -13,7 +14,9 @@ from django.core.asgi import get_asgi_application  # noqa: E402
 
 django_application = get_asgi_application()
 
+from gpt3dev.shutdown import GracefulASGI  # noqa: E402
 from gpt3dev.startup import run_startup  # noqa: E402
 
 run_startup()
-application = ASGIStaticFilesHandler(django_application)
+# SIGTERM: stop admitting (503), let in-flight answers finish within the grace period, exit.
+application = GracefulASGI(ASGIStaticFilesHandler(django_application))

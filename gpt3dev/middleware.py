@@ -64,7 +64,11 @@ def _rewrite(request: HttpRequest, response: HttpResponseBase) -> HttpResponseBa
     return error_response(error)
 
 
-class OpenAIErrorMiddleware:
+class DualModeMiddleware:
+    """Base of this project's middleware: natively sync and async (it is a coroutine
+    function exactly when the handler below it is), so an async streaming view never
+    hops threads because of a middleware. Subclasses define ``__call__``/``__acall__``."""
+
     sync_capable = True
     async_capable = True
 
@@ -74,6 +78,8 @@ class OpenAIErrorMiddleware:
         if self.is_async:
             markcoroutinefunction(self)
 
+
+class OpenAIErrorMiddleware(DualModeMiddleware):
     def __call__(self, request: HttpRequest):
         if self.is_async:
             return self.__acall__(request)

@@ -54,14 +54,21 @@ INSTALLED_APPS = [
     "rest_framework",
     "corsheaders",
     "models_api",
+    "access",
     "completions",
     "embeddings",
 ]
 
 MIDDLEWARE = [
+    # Outermost: sees every request's real end (a stream's last byte) for the access
+    # log and the request metrics.
+    "gpt3dev.accesslog.AccessLogMiddleware",
     "gpt3dev.middleware.OpenAIErrorMiddleware",
+    "gpt3dev.shutdown.DrainMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "corsheaders.middleware.CorsMiddleware",
+    # After CORS, so preflights never need a key and a 401 still carries CORS headers.
+    "access.middleware.APIKeyMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -126,7 +133,7 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("MAX_REQUEST_BYTES", 10 * 1024 * 1024, min
 if env_bool("SECURE_HTTPS", False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_SSL_REDIRECT = True
-    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
     SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 3600, minimum=0)
@@ -165,19 +172,43 @@ GPT3DEV = {
     "MAX_N": env_int("MAX_N", 16, minimum=1),
     "PRELOAD_MODELS": env_list("PRELOAD_MODELS"),
     "HF_HUB_OFFLINE": env_bool("HF_HUB_OFFLINE", False),
+    "MAX_PROMPT_TOKENS": env_int("MAX_PROMPT_TOKENS", 0, minimum=0),  # 0: the context window only
+    # Local model sources must resolve inside one of these folders.
+    "MODEL_LOCAL_ROOTS": [
+        Path(root).expanduser()
+        for root in (env_list("MODEL_LOCAL_ROOTS") or [str(Path.home()), "/models", str(VAR_DIR)])
+    ],
+    # Access control and limits (see access/).
+    "API_KEYS": env_list("API_KEYS"),  # "name:key" (or a bare key), comma-separated
+    "REQUIRE_API_KEY": env_bool("REQUIRE_API_KEY", False),
+    "RATE_LIMIT_RPM": env_int("RATE_LIMIT_RPM", 0, minimum=0),  # per key; 0: unlimited
+    "RATE_LIMIT_TPM": env_int("RATE_LIMIT_TPM", 0, minimum=0),
+    # Observability and shutdown.
+    "ACCESS_LOG_FORMAT": env_choice("ACCESS_LOG_FORMAT", "plain", ("plain", "json", "off")),
+    "ACCESS_LOG_PROMPTS": env_bool("ACCESS_LOG_PROMPTS", False),
+    "METRICS_ENABLED": env_bool("METRICS_ENABLED", True),
+    "SHUTDOWN_GRACE_SECONDS": env_int("SHUTDOWN_GRACE_SECONDS", 30, minimum=0),
 }
 
 LOG_LEVEL = env_choice("LOG_LEVEL", "info", ("debug", "info", "warning", "error", "critical")).upper()
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+        "bare": {"format": "%(message)s"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+        "access": {"class": "logging.StreamHandler", "formatter": "bare"},
+    },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
         # Django logs every 4xx as a warning; our access log says what matters.
         "django.request": {"handlers": ["console"], "level": "ERROR", "propagate": False},
+        # One line per request, written as-is (plain text or JSON, ACCESS_LOG_FORMAT).
+        "gpt3dev.access": {"handlers": ["access"], "level": "INFO", "propagate": False},
     },
 }
 logging.captureWarnings(True)

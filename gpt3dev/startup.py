@@ -7,8 +7,10 @@ Called from the ASGI/WSGI entry points, never from AppConfig.ready(), so that
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
@@ -18,6 +20,27 @@ logger = logging.getLogger("gpt3dev.startup")
 
 
 def run_startup() -> None:
+    """Run the start-up work; uvicorn's ``--workers`` processes import the application
+    inside their event loop, where Django refuses database work: then on a thread."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        _run_startup()
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="gpt3dev-startup") as pool:
+        pool.submit(_in_thread, _run_startup).result()
+
+
+def _in_thread(work) -> None:
+    from django.db import connections
+
+    try:
+        work()
+    finally:
+        connections.close_all()
+
+
+def _run_startup() -> None:
     from models_api.registry_file import (
         RegistryFileError,
         check_allow_list,
@@ -32,6 +55,7 @@ def run_startup() -> None:
             logger.info("Imported %s: %s", conf["MODEL_REGISTRY_PATH"], report.summary())
         if conf["MODEL_ALLOW_LIST"]:
             check_allow_list(conf["MODEL_ALLOW_LIST"])
+        announce_access_mode()
     except RegistryFileError as exc:
         raise ImproperlyConfigured(str(exc)) from None
     except DatabaseError as exc:
@@ -42,22 +66,40 @@ def run_startup() -> None:
         threading.Thread(target=_preload, args=(conf["PRELOAD_MODELS"],), daemon=True).start()
 
 
-def _preload(model_ids: list[str]) -> None:
-    from models_api.engine import get_engine
-    from models_api.models import ModelEntry
-    from models_api.selectors import served_entries, spec_from_entry
+OPEN_SERVER_WARNING = (
+    "\n" + "!" * 78 + "\n"
+    "!! NO API KEY IS CONFIGURED: /v1/ IS OPEN TO ANYONE WHO CAN REACH THIS SERVER.\n"
+    "!! Create keys with `python manage.py create_api_key NAME` or in the admin, or set\n"
+    "!! API_KEYS=name:key,... (REQUIRE_API_KEY=1 refuses every request until one exists).\n"
+    + "!" * 78
+)
 
-    engine = get_engine()
+
+def announce_access_mode() -> None:
+    """Say loudly when the API is open; otherwise say how keys are configured."""
+    from access.keys import auth_required
+    from access.models import APIKey
+
+    conf = settings.GPT3DEV
+    if not auth_required():
+        logger.warning(OPEN_SERVER_WARNING)
+        return
+    keys = APIKey.objects.filter(revoked=False).count()
+    logger.info(
+        "API keys required on /v1/: %d in the database, %d from API_KEYS.", keys, len(conf["API_KEYS"])
+    )
+
+
+def _preload(model_ids: list[str]) -> None:
+    from models_api.engine import load_model
+    from models_api.selectors import served_entries
+
     queryset = served_entries()
     if model_ids != ["all"]:
         queryset = queryset.filter(model_id__in=model_ids)
     for entry in queryset:
-        spec = spec_from_entry(entry)
         try:
-            if entry.task == ModelEntry.Task.EMBEDDINGS:
-                engine.embedder(spec)
-            else:
-                engine.generator(spec)
+            load_model(entry)
             logger.info("Preloaded %s", entry.model_id)
         except Exception as exc:  # a model that cannot load must not stop the server
             logger.warning("Could not preload %s: %s", entry.model_id, exc)

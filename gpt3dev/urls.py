@@ -1,9 +1,10 @@
-"""Root URLs: the OpenAI API under /v1/, health probes, and the admin."""
+"""Root URLs: the OpenAI API under /v1/, health probes, Prometheus metrics, and the admin."""
 
 from django.contrib import admin
 from django.urls import include, path
 
 from gpt3dev import views
+from gpt3dev.metrics import metrics_view
 
 admin.site.site_header = "gpt3dev administration"
 admin.site.site_title = "gpt3dev admin"
@@ -15,5 +16,6 @@ urlpatterns = [
     path("v1/", include("embeddings.urls")),
     path("healthz", views.healthz, name="healthz"),
     path("readyz", views.readyz, name="readyz"),
+    path("metrics", metrics_view, name="metrics"),
     path("admin/", admin.site.urls),
 ]

@@ -6,13 +6,16 @@ from typing import Any
 
 from rest_framework import serializers
 
+from gpt3dev.accesslog import note_request_body
 from gpt3dev.errors import validation_error
 from gpt3dev.http import parse_json_body
 
 
 def validated(request, serializer_class: type[serializers.Serializer]) -> dict[str, Any]:
     """The request body, validated; a 400/413/415 APIError names what is wrong."""
-    serializer = serializer_class(data=parse_json_body(request))
+    body = parse_json_body(request)
+    note_request_body(body)  # the access log's model (and prompt, when asked for)
+    serializer = serializer_class(data=body)
     if not serializer.is_valid():
         raise validation_error(serializer.errors)
     return serializer.validated_data

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import threading
+import time
 from typing import TYPE_CHECKING
 
 from django.conf import settings
+
+from gpt3dev import metrics
 
 if TYPE_CHECKING:  # importing the engine pulls in torch: only when first used
     from inference.engine import Engine
@@ -51,7 +54,27 @@ async def aload_model(entry):
 
     engine = get_engine()
     load = engine.embedder if entry.task == ModelEntry.Task.EMBEDDINGS else engine.generator
+    was_loaded = entry.model_id in engine.loaded_models()
+    started = time.monotonic()
     try:
-        return await sync_to_async(load, thread_sensitive=False)(spec_from_entry(entry))
+        model = await sync_to_async(load, thread_sensitive=False)(spec_from_entry(entry))
     except EngineError as exc:
         raise from_engine_error(exc) from None
+    if not was_loaded:
+        metrics.model_loaded(entry.model_id, model, time.monotonic() - started)
+    return model
+
+
+def load_model(entry):
+    """The synchronous twin of :func:`aload_model` (start-up preloading)."""
+    from models_api.models import ModelEntry
+    from models_api.selectors import spec_from_entry
+
+    engine = get_engine()
+    load = engine.embedder if entry.task == ModelEntry.Task.EMBEDDINGS else engine.generator
+    was_loaded = entry.model_id in engine.loaded_models()
+    started = time.monotonic()
+    model = load(spec_from_entry(entry))
+    if not was_loaded:
+        metrics.model_loaded(entry.model_id, model, time.monotonic() - started)
+    return model

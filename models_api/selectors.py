@@ -6,9 +6,12 @@ on the next request in every server process, with no cache to invalidate.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from django.conf import settings
 from django.db.models import QuerySet
 
+from gpt3dev.accesslog import note_served_model
 from gpt3dev.errors import APIError, model_not_found
 from inference.types import ModelSpec
 from models_api.models import ModelEntry
@@ -18,9 +21,12 @@ def _conf(name: str):
     return settings.GPT3DEV[name]
 
 
-def served_entries() -> QuerySet[ModelEntry]:
-    """Enabled entries, narrowed by INCLUDE_DEFAULT_MODELS and MODEL_ALLOW_LIST."""
+def served_entries(*, allowed: Iterable[str] | None = None) -> QuerySet[ModelEntry]:
+    """Enabled entries, narrowed by INCLUDE_DEFAULT_MODELS and MODEL_ALLOW_LIST, and by
+    ``allowed`` (an API key's model ids; None: no narrowing)."""
     queryset = ModelEntry.objects.filter(enabled=True)
+    if allowed is not None:
+        queryset = queryset.filter(model_id__in=list(allowed))
     if not _conf("INCLUDE_DEFAULT_MODELS"):
         queryset = queryset.exclude(origin=ModelEntry.Origin.DEFAULT)
     allow = _conf("MODEL_ALLOW_LIST")
@@ -29,20 +35,24 @@ def served_entries() -> QuerySet[ModelEntry]:
     return queryset
 
 
-async def aget_served_entry(model_id: object, *, task: str | None = None) -> ModelEntry:
-    """The served entry for a request's ``model``, or the 404/400 a client should see."""
+async def aget_served_entry(
+    model_id: object, *, task: str | None = None, allowed: Iterable[str] | None = None
+) -> ModelEntry:
+    """The served entry for a request's ``model``, or the 404/400 a client should see.
+    A model outside ``allowed`` (the API key's list) is a 404, as if it did not exist."""
     if not isinstance(model_id, str) or not model_id:
         raise APIError(400, "You must provide a model parameter.", param="model")
-    entry = await served_entries().filter(model_id=model_id).afirst()
+    entry = await served_entries(allowed=allowed).filter(model_id=model_id).afirst()
     if entry is None:
         raise model_not_found(model_id)
+    note_served_model(entry.model_id)  # the access log's and metrics' model
     if task is not None and entry.task != task:
         raise wrong_task(entry, task)
     return entry
 
 
-def get_served_entry(model_id: str) -> ModelEntry:
-    entry = served_entries().filter(model_id=model_id).first()
+def get_served_entry(model_id: str, *, allowed: Iterable[str] | None = None) -> ModelEntry:
+    entry = served_entries(allowed=allowed).filter(model_id=model_id).first()
     if entry is None:
         raise model_not_found(model_id)
     return entry
@@ -55,6 +65,12 @@ def wrong_task(entry: ModelEntry, wanted: str) -> APIError:
         hint = "it is a text generation model: use /v1/completions or /v1/chat/completions"
     purpose = "embeddings" if wanted == ModelEntry.Task.EMBEDDINGS else "text generation"
     return APIError(400, f"The model '{entry.model_id}' cannot be used for {purpose}; {hint}.", param="model")
+
+
+def allowed_models(request) -> tuple[str, ...] | None:
+    """The model ids the request's API key may use (None: every served model)."""
+    principal = getattr(request, "api_key", None)
+    return None if principal is None else principal.allowed_models
 
 
 def spec_from_entry(entry: ModelEntry) -> ModelSpec:

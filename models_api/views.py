@@ -7,7 +7,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET
 
 from models_api.models import ModelEntry
-from models_api.selectors import aget_served_entry, served_entries
+from models_api.selectors import aget_served_entry, allowed_models, served_entries
 
 
 def model_object(entry: ModelEntry) -> dict:
@@ -17,14 +17,14 @@ def model_object(entry: ModelEntry) -> dict:
 @csrf_exempt
 @require_GET
 async def list_models(request: HttpRequest) -> JsonResponse:
-    data = [model_object(entry) async for entry in served_entries()]
+    data = [model_object(entry) async for entry in served_entries(allowed=allowed_models(request))]
     return JsonResponse({"object": "list", "data": data})
 
 
 @csrf_exempt
 @require_GET
 async def retrieve_model(request: HttpRequest, model_id: str) -> JsonResponse:
-    entry = await aget_served_entry(model_id)
+    entry = await aget_served_entry(model_id, allowed=allowed_models(request))
     body = model_object(entry) | {
         "task": entry.task,
         "chat": entry.is_chat,

@@ -146,3 +146,16 @@ def test_get_on_a_post_route_is_405(client):
     response = client.get("/v1/chat/completions")
     assert response.status_code == 405
     assert response.json()["error"]["code"] == "method_not_allowed"
+
+
+def test_offline_hub_model_is_503_fast(client, monkeypatch, gpt3dev_settings):
+    """A Hub model cannot be downloaded offline: a clear 503, not a hang."""
+    from models_api.models import ModelEntry
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    ModelEntry.objects.filter(model_id="GPT-2").update(enabled=True)
+    status, body = post(client, "/v1/completions", {"model": "GPT-2", "prompt": "Hello"})
+    assert status == 503, body
+    assert_matches_schema(body, "ErrorResponse")
+    assert body["error"]["param"] == "model"
+    assert "openai-community/gpt2" in body["error"]["message"] or "download" in body["error"]["message"]

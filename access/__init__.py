@@ -1,0 +1,1 @@
+"""API keys, per-key model allow-lists and per-key rate limits for the /v1/ API."""

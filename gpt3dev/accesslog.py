@@ -1,0 +1,249 @@
+"""One access-log line and the request metrics per request, written at its real end.
+
+The middleware is the outermost one: it gives every request an id (the client's
+``X-Request-ID`` when it sends a sane one), a :class:`RequestRecord` that the auth
+middleware, views and services fill in (key name, model, tokens, TTFT), and, for a
+streaming answer, wraps the body so the line is written when the last byte is sent
+(or the client goes away). Callbacks registered with ``record.on_end`` run then too
+(the rate limiter settles its token reservation there).
+
+``ACCESS_LOG_FORMAT``: ``plain`` (key=value), ``json`` (one object per line) or ``off``.
+Prompts are never logged unless ``ACCESS_LOG_PROMPTS=1``.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.http import HttpRequest, HttpResponseBase
+
+from gpt3dev import metrics
+from gpt3dev.middleware import DualModeMiddleware
+
+access_logger = logging.getLogger("gpt3dev.access")
+logger = logging.getLogger("gpt3dev.request")
+
+REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+@dataclass
+class RequestRecord:
+    request_id: str
+    method: str
+    path: str
+    started: float = field(default_factory=time.monotonic)
+    key_name: str | None = None
+    model: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    ttft: float | None = None
+    served_model: str | None = None  # a registry id: the only model label metrics get
+    prompt: Any = None  # only with ACCESS_LOG_PROMPTS=1
+    status: int = 0
+    on_end: list[Callable[["RequestRecord"], None]] = field(default_factory=list)
+    finished: bool = False
+
+    @property
+    def used_tokens(self) -> int:
+        return (self.prompt_tokens or 0) + (self.completion_tokens or 0)
+
+
+_current: contextvars.ContextVar[RequestRecord | None] = contextvars.ContextVar("gpt3dev_request", default=None)
+
+
+def current_record() -> RequestRecord | None:
+    """The record of the request being served here (None outside a request)."""
+    return _current.get()
+
+
+def note_request_body(body: dict[str, Any]) -> None:
+    """Called by the JSON views with the parsed body: the model and, when asked for, the prompt."""
+    record = current_record()
+    if record is None:
+        return
+    if isinstance(body.get("model"), str) and record.model is None:
+        record.model = body["model"][:128]
+    if settings.GPT3DEV["ACCESS_LOG_PROMPTS"]:
+        for name in ("messages", "prompt", "input"):
+            if name in body:
+                record.prompt = body[name]
+                break
+
+
+def note_served_model(model_id: str) -> None:
+    """The request's model resolved to a served registry entry (bounded metric labels:
+    a client's made-up model names never become label values)."""
+    record = current_record()
+    if record is not None:
+        record.served_model = model_id
+        record.model = model_id
+
+
+def _route(request: HttpRequest) -> str:
+    match = getattr(request, "resolver_match", None)
+    if match is not None and match.url_name:
+        return match.url_name
+    return "unmatched"  # unknown paths share one label: no unbounded label values
+
+
+def _finish(request: HttpRequest, record: RequestRecord) -> None:
+    """Synchronous end-of-request work: callbacks (may touch the database), metrics, log line."""
+    if record.finished:
+        return
+    record.finished = True
+    if record.model is None and getattr(request, "resolver_match", None) is not None:
+        model_id = request.resolver_match.kwargs.get("model_id")
+        record.model = model_id[:128] if isinstance(model_id, str) else None
+    for callback in record.on_end:
+        try:
+            callback(record)
+        except Exception:
+            logger.exception("end-of-request callback failed")
+    seconds = time.monotonic() - record.started
+    route = _route(request)
+    if route != "metrics":
+        metrics.request_finished(route=route, model=record.served_model or "", status=record.status, seconds=seconds)
+    metrics.IN_FLIGHT.dec()
+    _log_line(record, seconds)
+
+
+def _log_line(record: RequestRecord, seconds: float) -> None:
+    fmt = settings.GPT3DEV["ACCESS_LOG_FORMAT"]
+    if fmt == "off":
+        return
+    fields: dict[str, Any] = {
+        "time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+        "request_id": record.request_id,
+        "method": record.method,
+        "path": record.path,
+        "status": record.status,
+        "key": record.key_name,
+        "model": record.model,
+        "prompt_tokens": record.prompt_tokens,
+        "completion_tokens": record.completion_tokens,
+        "ttft_ms": None if record.ttft is None else round(record.ttft * 1000, 1),
+        "duration_ms": round(seconds * 1000, 1),
+    }
+    if settings.GPT3DEV["ACCESS_LOG_PROMPTS"] and record.prompt is not None:
+        fields["prompt"] = record.prompt
+    if fmt == "json":
+        line = json.dumps(fields, ensure_ascii=False, default=str)
+    else:
+        line = " ".join(
+            f"{name}={_plain(value)}" for name, value in fields.items() if value is not None or name in ("key", "model")
+        )
+    access_logger.info(line)
+
+
+def _plain(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, str) and value and " " not in value and '"' not in value:
+        return value
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+class AccessLogMiddleware(DualModeMiddleware):
+    def _start(self, request: HttpRequest) -> RequestRecord:
+        sent = request.headers.get("X-Request-ID", "")
+        request_id = sent if REQUEST_ID_RE.match(sent) else f"req_{uuid.uuid4().hex}"
+        record = RequestRecord(request_id=request_id, method=request.method or "", path=request.path)
+        request.record = record
+        _current.set(record)
+        metrics.IN_FLIGHT.inc()
+        return record
+
+    def __call__(self, request: HttpRequest):
+        if self.is_async:
+            return self.__acall__(request)
+        record = self._start(request)
+        try:
+            response = self.get_response(request)
+        except BaseException:
+            record.status = 500
+            _finish(request, record)
+            raise
+        return self._respond(request, record, response, sync=True)
+
+    async def __acall__(self, request: HttpRequest):
+        record = self._start(request)
+        try:
+            response = await self.get_response(request)
+        except BaseException:
+            record.status = 500
+            await _afinish(request, record)
+            raise
+        if not response.streaming:
+            await _afinish(request, self._stamp(record, response))
+            return response
+        return self._respond(request, record, response, sync=False)
+
+    @staticmethod
+    def _stamp(record: RequestRecord, response: HttpResponseBase) -> RequestRecord:
+        record.status = response.status_code
+        response["X-Request-ID"] = record.request_id
+        return record
+
+    def _respond(self, request: HttpRequest, record: RequestRecord, response: HttpResponseBase, *, sync: bool):
+        self._stamp(record, response)
+        if not response.streaming:
+            _finish(request, record)
+            return response
+        if getattr(response, "is_async", False):
+            response.streaming_content = _async_until_end(response.streaming_content, request, record)
+        else:
+            response.streaming_content = _sync_until_end(response.streaming_content, request, record)
+        return response
+
+
+async def _async_until_end(content: AsyncIterator[bytes], request: HttpRequest, record: RequestRecord):
+    try:
+        async for chunk in content:
+            yield chunk
+    finally:
+        # The client may have gone away (this generator is being closed): the line is
+        # still written, and the database work runs on its own thread.
+        try:
+            await _afinish(request, record)
+        except BaseException:
+            _finish_later(request, record)
+
+
+async def _afinish(request: HttpRequest, record: RequestRecord) -> None:
+    """_finish from async code: on a thread only when a callback needs the database."""
+    if record.on_end:
+        await sync_to_async(_finish)(request, record)
+    else:
+        _finish(request, record)
+
+
+def _finish_later(request: HttpRequest, record: RequestRecord) -> None:
+    import threading
+
+    from django.db import connection
+
+    def work() -> None:
+        try:
+            _finish(request, record)
+        finally:
+            connection.close()  # this thread's own connection
+
+    threading.Thread(target=work, daemon=True).start()
+
+
+def _sync_until_end(content, request: HttpRequest, record: RequestRecord):
+    try:
+        yield from content
+    finally:
+        _finish(request, record)

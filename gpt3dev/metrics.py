@@ -1,0 +1,221 @@
+"""Prometheus metrics: the instruments, the functions services call, and /metrics.
+
+Several uvicorn workers: set ``PROMETHEUS_MULTIPROC_DIR`` to an empty folder that every
+worker can write (prometheus-client's multiprocess mode); each worker then writes its
+samples there and /metrics, whichever worker answers it, adds them all up. Gauges of a
+process (queue depth, batch size, loaded models) use ``livesum``: the sum over the
+processes alive, and a worker's files are dropped when it exits.
+
+Engine gauges are read from this process's engine at scrape time and, once a model is
+loaded, once a second by a sampler thread, so other workers' values stay current too.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import threading
+import time
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+MULTIPROC_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+
+REQUESTS = Counter("gpt3dev_requests", "HTTP requests answered, by route, model and status.", ["route", "model", "status"])
+REQUEST_DURATION = Histogram(
+    "gpt3dev_request_duration_seconds",
+    "End-to-end latency: request received to last byte sent (a stream's [DONE]).",
+    ["route", "model"],
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+)
+TTFT = Histogram(
+    "gpt3dev_time_to_first_token_seconds",
+    "Time from request received to the first generated token.",
+    ["model"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+INTER_TOKEN = Histogram(
+    "gpt3dev_inter_token_latency_seconds",
+    "Time between successive generated tokens of a request.",
+    ["model"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+PROMPT_TOKENS = Counter("gpt3dev_prompt_tokens", "Prompt tokens processed.", ["model"])
+COMPLETION_TOKENS = Counter("gpt3dev_completion_tokens", "Completion tokens generated.", ["model"])
+QUEUE_DEPTH = Gauge(
+    "gpt3dev_queue_depth", "Sequences waiting for a batch slot.", ["model"], multiprocess_mode="livesum"
+)
+RUNNING = Gauge(
+    "gpt3dev_running_batch_size", "Sequences in the running batch.", ["model"], multiprocess_mode="livesum"
+)
+LOADED = Gauge(
+    "gpt3dev_model_loaded", "Server processes holding the model in memory.", ["model"], multiprocess_mode="livesum"
+)
+LOAD_SECONDS = Histogram(
+    "gpt3dev_model_load_seconds",
+    "Time to load a model into memory.",
+    ["model"],
+    buckets=(0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600),
+)
+IN_FLIGHT = Gauge("gpt3dev_requests_in_flight", "API requests being answered.", multiprocess_mode="livesum")
+
+_seen: set[str] = set()
+_sampler_lock = threading.Lock()
+_refresh_lock = threading.Lock()
+_sampler_started = False
+
+
+# ----------------------------------------------------------------- request-level hooks
+def request_finished(*, route: str, model: str, status: int, seconds: float) -> None:
+    REQUESTS.labels(route, model, str(status)).inc()
+    REQUEST_DURATION.labels(route, model).observe(seconds)
+
+
+class GenerationTimer:
+    """TTFT, inter-token latency and token counts of one generation request.
+
+    ``tokens(n)`` for each batch of tokens as it arrives (the first call is the first
+    token), ``done()`` once at the end; both also fill the access log's record.
+    """
+
+    def __init__(self, model: str, *, prompt_tokens: int) -> None:
+        from gpt3dev.accesslog import current_record
+
+        self.model = model
+        self.prompt_tokens = prompt_tokens
+        self.completion_tokens = 0
+        self.record = current_record()
+        self.started = self.record.started if self.record else time.monotonic()
+        self.last: float | None = None
+        if self.record is not None:
+            self.record.model = self.record.served_model = model
+
+    def tokens(self, count: int) -> None:
+        now = time.monotonic()
+        if self.last is None:
+            ttft = now - self.started
+            TTFT.labels(self.model).observe(ttft)
+            PROMPT_TOKENS.labels(self.model).inc(self.prompt_tokens)
+            if self.record is not None:
+                self.record.ttft = ttft
+                self.record.prompt_tokens = self.prompt_tokens
+        elif count > 0:
+            gap = (now - self.last) / count
+            for _ in range(count):
+                INTER_TOKEN.labels(self.model).observe(gap)
+        if count > 0:
+            self.last = now
+            self.completion_tokens += count
+            COMPLETION_TOKENS.labels(self.model).inc(count)
+            if self.record is not None:
+                self.record.completion_tokens = self.completion_tokens
+        elif self.last is None:
+            self.last = now
+
+    def first_token(self) -> None:
+        """Non-streaming answers: the first token has arrived (tokens counted at done)."""
+        if self.last is None:
+            self.tokens(0)
+
+    def done(self, completion_tokens: int | None = None) -> None:
+        """The answer is complete; non-streaming answers give their token count here and
+        their inter-token latency is the mean gap."""
+        if self.last is None:
+            self.first_token()
+        if completion_tokens is not None and completion_tokens > self.completion_tokens:
+            extra = completion_tokens - self.completion_tokens
+            if extra > 1 and self.last is not None:
+                gap = (time.monotonic() - self.last) / (extra - 1)
+                for _ in range(extra - 1):
+                    INTER_TOKEN.labels(self.model).observe(gap)
+            self.completion_tokens = completion_tokens
+            COMPLETION_TOKENS.labels(self.model).inc(extra)
+            if self.record is not None:
+                self.record.completion_tokens = completion_tokens
+
+
+def embeddings_done(model: str, *, prompt_tokens: int) -> None:
+    from gpt3dev.accesslog import current_record
+
+    PROMPT_TOKENS.labels(model).inc(prompt_tokens)
+    record = current_record()
+    if record is not None:
+        record.model = record.served_model = model
+        record.prompt_tokens = prompt_tokens
+        record.completion_tokens = 0
+
+
+# ------------------------------------------------------------------ model-level hooks
+def model_loaded(model: str, obj: Any, seconds: float | None) -> None:
+    """A model is in memory in this process (``seconds``: it was loaded just now)."""
+    if seconds is not None:
+        LOAD_SECONDS.labels(model).observe(seconds)
+    refresh_engine_gauges()
+    _start_sampler()
+
+
+def refresh_engine_gauges() -> None:
+    """Set this process's engine gauges from the engine (cheap: no locks held long)."""
+    from models_api.engine import engine_if_started
+
+    engine = engine_if_started()
+    all_stats = engine.model_stats() if engine is not None else {}
+    loaded = set(all_stats)
+    with _refresh_lock:  # the sampler thread and a scrape may run this at once
+        for model in loaded | _seen:
+            stats = all_stats.get(model, {})
+            LOADED.labels(model).set(1 if model in loaded else 0)
+            QUEUE_DEPTH.labels(model).set(stats.get("waiting", 0))
+            RUNNING.labels(model).set(stats.get("running", 0))
+        _seen.update(loaded)
+
+
+def _start_sampler() -> None:
+    global _sampler_started
+    with _sampler_lock:
+        if _sampler_started:
+            return
+        _sampler_started = True
+    threading.Thread(target=_sample_forever, name="gpt3dev-metrics", daemon=True).start()
+
+
+def _sample_forever() -> None:
+    while True:
+        time.sleep(1.0)
+        try:
+            refresh_engine_gauges()
+        except Exception:  # a metrics hiccup must never take anything else down
+            pass
+
+
+if MULTIPROC_DIR:  # a worker's live gauges go with it
+    from prometheus_client import multiprocess
+
+    atexit.register(lambda: multiprocess.mark_process_dead(os.getpid()))
+
+
+# ------------------------------------------------------------------------ /metrics
+def metrics_view(request: HttpRequest) -> HttpResponse:
+    from django.conf import settings
+
+    if not settings.GPT3DEV["METRICS_ENABLED"]:
+        return HttpResponse("metrics are disabled (METRICS_ENABLED=0)\n", status=404, content_type="text/plain")
+    refresh_engine_gauges()
+    if MULTIPROC_DIR:
+        from prometheus_client import multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        registry = REGISTRY
+    return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
