@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 import time
 
 import httpx
@@ -13,7 +12,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from gpt3dev import metrics
-from tests.live_server import ROOT, LiveServer
+from tests.live_server import LiveServer
 
 pytestmark = pytest.mark.django_db
 
@@ -142,17 +141,8 @@ def test_counts_add_up_over_several_workers(tmp_path):
     multiproc.mkdir()
 
     class TwoWorkers(LiveServer):
-        def launch(self) -> None:
-            import subprocess
-
-            log = open(self.log_path, "ab")
-            self.started_at = time.perf_counter()
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "uvicorn", "gpt3dev.asgi:application", "--host", "127.0.0.1",
-                 "--port", str(self.port), "--workers", "2"],
-                cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-            )
-            log.close()
+        def command(self) -> list[str]:
+            return [*super().command(), "--workers", "2"]
 
     server = TwoWorkers(tmp_path / "server", PROMETHEUS_MULTIPROC_DIR=str(multiproc),
                         DATABASE_URL=f"sqlite:///{tmp_path / 'own.sqlite3'}").start()

@@ -1,0 +1,295 @@
+"""``python -m bench``: the raw model and the server, measured in one run.
+
+1. load the raw model in this process (as the engine loads it);
+2. cold start of a fresh server without the model cache (GGUF conversion included),
+   then of the server the run measures, with the cache: process start to first answer;
+3. warm-up (one chat and one embeddings request, so both default models are loaded),
+   the server's resident memory;
+4. level by level: raw padded ``generate`` at that batch size, then streaming requests
+   at that concurrency, for each endpoint;
+5. the table (printed), ``results.json`` and ``bench.png`` in ``--out``.
+
+With ``--base-url`` it drives an already-running OpenAI-compatible server instead
+(no cold start; memory only with ``--pid``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from . import client, raw, report
+from .background import BackgroundLoad
+from .server import ROOT, UvicornServer, first_answer, measure_cold_start, resident_memory
+
+DEFAULT_MODEL = "SmolLM2-135M-Instruct"
+DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench",
+                                     description="The server against the raw model it serves, in one run.")
+    parser.add_argument("--base-url", help="benchmark this running OpenAI-compatible server (e.g. "
+                        "http://127.0.0.1:8000) instead of starting ours")
+    parser.add_argument("--pid", type=int, help="with --base-url: the server's process id, to read its memory")
+    parser.add_argument("--api-key", help="bearer token to send (a server with REQUIRE_API_KEY)")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="model id sent to the server (default %(default)s)")
+    parser.add_argument("--embedding-model", default=DEFAULT_EMBEDDING_MODEL,
+                        help="warm-up embeddings model ('' to skip; default %(default)s)")
+    parser.add_argument("--raw-model", help="registry id of the raw model when --model names it "
+                        "differently on another server (default: --model)")
+    parser.add_argument("--raw-source", help="raw model source TYPE:SOURCE (package:pkg/file.gguf, "
+                        "local:/path, hub:owner/repo) for models outside the default registry")
+    parser.add_argument("--levels", default="1,4,8,16", help="concurrency levels = raw batch sizes (default %(default)s)")
+    parser.add_argument("--requests-per-level", type=int,
+                        help="requests per level (default: 4x the concurrency, at least 8)")
+    parser.add_argument("--max-tokens", type=int, default=64, help="new tokens per request (default %(default)s)")
+    parser.add_argument("--endpoints", default="completions,chat", help="completions,chat (default %(default)s)")
+    parser.add_argument("--no-ignore-eos", action="store_true",
+                        help="do not send ignore_eos (requests may then stop before --max-tokens)")
+    parser.add_argument("--raw-repeats", type=int, default=3, help="raw timings are medians of this many runs")
+    parser.add_argument("--skip-raw", action="store_true", help="no raw measurement (no ratios)")
+    parser.add_argument("--skip-cold-start", action="store_true", help="no cold-start measurement")
+    parser.add_argument("--out", default="bench-results", help="folder for results.json, bench.png, server logs")
+    parser.add_argument("--quick", action="store_true", help="smoke run: concurrency 1, 2 requests, 4 tokens, "
+                        "one raw repeat, no cold start without the cache")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.levels = "1"
+        args.requests_per_level = args.requests_per_level or 2
+        args.max_tokens = 4 if args.max_tokens == 64 else args.max_tokens
+        args.raw_repeats = 1
+    args.levels = sorted({int(x) for x in str(args.levels).split(",") if x.strip()})
+    args.endpoints = [e.strip() for e in args.endpoints.split(",") if e.strip()]
+    for endpoint in args.endpoints:
+        if endpoint not in client.ENDPOINT_PATHS:
+            parser.error(f"unknown endpoint {endpoint!r}: choose from {', '.join(client.ENDPOINT_PATHS)}")
+    if not args.levels or min(args.levels) < 1:
+        parser.error("--levels needs positive integers")
+    return args
+
+
+def requests_for(args: argparse.Namespace, concurrency: int) -> int:
+    return args.requests_per_level or max(8, 4 * concurrency)
+
+
+class Progress:
+    """One tqdm bar for the whole run; its description says the phase."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, disable=not enabled, unit="step", dynamic_ncols=True, file=sys.stderr)
+
+    def phase(self, text: str) -> None:
+        self.bar.set_description_str(text)
+
+    def step(self, *_: Any) -> None:
+        self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def load_raw(args: argparse.Namespace, progress: Progress, results: dict[str, Any]) -> raw.RawModel | None:
+    if args.skip_raw:
+        return None
+    progress.phase("raw: loading the model")
+    model = raw.load_raw_model(args.raw_model or args.model, source=args.raw_source)
+    results["meta"]["raw_model"] = model.describe()
+    return model
+
+
+def warm_up(base_url: str, args: argparse.Namespace, *, embeddings: bool) -> None:
+    """Load the models and touch both endpoints once, outside the measurement."""
+    headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
+    with httpx.Client(base_url=base_url.rstrip("/"), timeout=600, headers=headers) as http:
+        if "chat" in args.endpoints or embeddings:
+            http.post("/v1/chat/completions", json={"model": args.model, "max_tokens": 4, "temperature": 0,
+                      "messages": [{"role": "user", "content": "Hello"}]}).raise_for_status()
+        if embeddings and args.embedding_model:
+            http.post("/v1/embeddings", json={"model": args.embedding_model, "input": "hello"}).raise_for_status()
+    top = max(args.levels)
+    for endpoint in args.endpoints:  # a short burst at the top level: allocator and batch shapes
+        for _ in range(2):
+            run = client.run_level(base_url, endpoint, top, top, model=args.model, max_tokens=min(4, args.max_tokens),
+                                   ignore_eos=not args.no_ignore_eos, api_key=args.api_key)
+            failed = [r.error or "" for r in run.results if not r.ok]
+            if failed and not args.no_ignore_eos and "ignore_eos" in failed[0] and failed[0].startswith("HTTP 4"):
+                # e.g. `transformers serve` refuses unknown fields: measure without it (and say so)
+                print("note: the server refuses ignore_eos; requests may stop before --max-tokens", file=sys.stderr)
+                args.no_ignore_eos = True
+                continue
+            break
+        if failed:
+            raise SystemExit(f"warm-up requests to {endpoint} failed: {failed[0]}")
+
+
+def run_levels(base_url: str, args: argparse.Namespace, progress: Progress, raw_model: raw.RawModel | None,
+               results: dict[str, Any]) -> None:
+    """Level by level: the raw batch of that size, then the server at that concurrency,
+    so slow drift in the machine's load hits both sides of a ratio alike."""
+    results["raw"] = {endpoint: [] for endpoint in args.endpoints} if raw_model is not None else {}
+    results["server"] = {endpoint: [] for endpoint in args.endpoints}
+    for level in args.levels:
+        if raw_model is not None:
+            for endpoint in args.endpoints:
+                progress.phase(f"raw generate batch {level} ({endpoint} prompts)")
+                points = raw.measure_raw(raw_model, endpoint, [level], new_tokens=args.max_tokens,
+                                         repeats=args.raw_repeats, progress=progress.step)
+                results["raw"][endpoint] += raw.as_dicts(points)
+        for endpoint in args.endpoints:
+            progress.phase(f"server {endpoint} c={level}")
+            run = client.run_level(base_url, endpoint, level, requests_for(args, level), model=args.model,
+                                   max_tokens=args.max_tokens, ignore_eos=not args.no_ignore_eos,
+                                   api_key=args.api_key, on_done=progress.step)
+            results["server"][endpoint].append(client.summarize(run))
+
+
+def ensure_model_cached(args: argparse.Namespace) -> None:
+    """Convert the GGUF into MODEL_CACHE_DIR now, so 'with cache' means what it says."""
+    source = raw.DEFAULT_SOURCES.get(args.model)
+    if source is None:
+        return
+    from inference.loading import is_offline, resolve_model_folder
+    from inference.types import ModelSpec
+
+    spec = ModelSpec(id=args.model, task="text-generation", source_type=source[0], source=source[1])  # type: ignore[arg-type]
+    resolve_model_folder(spec, raw.default_cache_dir(), is_offline(False))
+
+
+def run_own_server(args: argparse.Namespace, progress: Progress, out: Path, raw_model: raw.RawModel | None,
+                   results: dict[str, Any]) -> None:
+    scratch = Path(tempfile.mkdtemp(prefix="gpt3dev-bench-"))
+    servers: list[UvicornServer] = []
+    try:
+        cold: dict[str, Any] = {}
+        if not args.skip_cold_start and not args.quick:
+            progress.phase("cold start without the model cache (GGUF conversion)")
+            fresh = scratch / "no-cache"
+            server = UvicornServer(fresh, DATABASE_URL=f"sqlite:///{fresh / 'db.sqlite3'}",
+                                   MODEL_CACHE_DIR=str(fresh / "models"))
+            servers.append(server)
+            server.migrate()
+            cold["without_model_cache"] = measure_cold_start(server, args.model)
+            server.stop()
+            shutil.copy(server.log_path, out / "server-no-cache.log")
+        ensure_model_cached(args)
+        main = scratch / "main"
+        server = UvicornServer(main, DATABASE_URL=f"sqlite:///{main / 'db.sqlite3'}")
+        servers.append(server)
+        progress.phase("starting the server")
+        migrate_s = server.migrate()
+        if args.skip_cold_start:
+            server.launch()
+            server.wait_healthy(300)
+            first_answer(server.base_url, args.model)
+        else:
+            cold["with_model_cache"] = measure_cold_start(server, args.model)
+        if cold:
+            results["cold_start"] = cold
+        progress.phase("warm-up")
+        warm_up(server.base_url, args, embeddings=bool(args.embedding_model))
+        memory: dict[str, Any] = {"after_warmup": resident_memory(server.pid)}  # type: ignore[arg-type]
+        run_levels(server.base_url, args, progress, raw_model, results)
+        memory["after_load"] = resident_memory(server.pid)  # type: ignore[arg-type]
+        memory["rss_mb"] = memory["after_warmup"]["rss_mb"]
+        results["memory"] = memory
+        results["meta"]["migrate_s"] = round(migrate_s, 3)
+    finally:
+        for server in servers:
+            server.stop()
+        if servers and servers[-1].log_path.exists():
+            shutil.copy(servers[-1].log_path, out / "server.log")
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def run_external_server(args: argparse.Namespace, progress: Progress, raw_model: raw.RawModel | None,
+                        results: dict[str, Any]) -> None:
+    progress.phase("warm-up")
+    warm_up(args.base_url, args, embeddings=False)
+    memory: dict[str, Any] = {}
+    if args.pid:
+        memory["after_warmup"] = resident_memory(args.pid)
+        memory["rss_mb"] = memory["after_warmup"]["rss_mb"]
+    run_levels(args.base_url, args, progress, raw_model, results)
+    if args.pid:
+        memory["after_load"] = resident_memory(args.pid)
+        results["memory"] = memory
+
+
+def _git_commit() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              timeout=10).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    results: dict[str, Any] = {"meta": {
+        "started_at": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "command": "python -m bench " + " ".join(sys.argv[1:] if argv is None else argv),
+        "git_commit": _git_commit(),
+        "model": args.model,
+        "base_url": args.base_url or "started by the benchmark (uvicorn, default settings)",
+        "levels": args.levels,
+        "requests_per_level": {str(c): requests_for(args, c) for c in args.levels},
+        "max_tokens": args.max_tokens,
+        "ignore_eos": not args.no_ignore_eos,
+        "temperature": 0.0,
+        "endpoints": args.endpoints,
+        "cpu_count": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+    }}
+    raw_steps = 0 if args.skip_raw else len(args.endpoints) * len(args.levels)
+    total = raw_steps + len(args.endpoints) * sum(requests_for(args, c) for c in args.levels)
+    progress = Progress(total, enabled=not args.no_progress)
+    background = BackgroundLoad()
+    try:
+        raw_model = load_raw(args, progress, results)
+        import importlib.metadata as md
+
+        for package in ("torch", "transformers"):
+            try:
+                results["meta"][f"{package}_version"] = md.version(package)
+            except md.PackageNotFoundError:
+                pass
+        if args.base_url:
+            run_external_server(args, progress, raw_model, results)
+        else:
+            run_own_server(args, progress, out, raw_model, results)
+    finally:
+        progress.close()
+    results["meta"]["ignore_eos"] = not args.no_ignore_eos
+    results["meta"]["background_load"] = background.result()
+    results["comparison"] = report.compare(results["server"], results["raw"])
+    results["targets"] = report.targets(results["comparison"], results.get("memory"))
+    results["meta"]["duration_s"] = round(time.perf_counter() - started, 1)
+    report.write_json(results, out / "results.json")
+    report.plot(results, out / "bench.png")
+    print(report.render_table(results))
+    print(f"\nwrote {out / 'results.json'} and {out / 'bench.png'} in {results['meta']['duration_s']} s")
+    failures = sum(row["failures"] for row in results["comparison"])
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,50 @@
+"""The benchmark runs end to end at one tiny level (not a timed test: no speed asserts)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from bench.server import ROOT
+
+pytestmark = [pytest.mark.e2e, pytest.mark.model]
+
+
+def test_bench_quick_run_writes_results_and_plot(tmp_path):
+    out = tmp_path / "bench"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--no-progress", "--out", str(out)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "/v1/chat/completions" in result.stdout and "targets:" in result.stdout
+
+    results = json.loads((out / "results.json").read_text())
+    assert results["meta"]["levels"] == [1] and results["meta"]["max_tokens"] == 4
+    assert results["meta"]["raw_model"]["dtype"] in {"float32", "bfloat16", "float16"}
+    for endpoint in ("completions", "chat"):
+        (raw,) = results["raw"][endpoint]
+        assert raw["batch"] == 1 and raw["tokens_per_s"] > 0 and raw["prefill_first_token_s"] > 0
+        (level,) = results["server"][endpoint]
+        assert level["concurrency"] == 1 and level["requests"] == 2
+        assert level["failures"] == 0 and level["completed"] == 2
+        assert level["output_tokens"] == 8 and level["usage_reported"]  # ignore_eos: all 4 tokens
+        assert level["output_tokens_per_s"] > 0 and level["requests_per_s"] > 0
+        for metric in ("ttft_ms", "tpot_ms", "itl_ms", "e2e_ms"):
+            assert level[metric]["p50"] > 0 and level[metric]["p99"] >= level[metric]["p50"]
+    rows = results["comparison"]
+    assert {row["endpoint"] for row in rows} == {"completions", "chat"}
+    assert all(row["tokens_per_s_ratio"] > 0 and row["ttft_ratio"] > 0 for row in rows)
+    memory = results["memory"]
+    assert memory["after_warmup"]["rss_mb"] > 100 and memory["rss_mb"] == memory["after_warmup"]["rss_mb"]
+    assert results["cold_start"]["with_model_cache"]["first_answer_s"] >= results["cold_start"]["with_model_cache"]["healthz_s"] > 0
+    assert any(t["target"] == "no failures at any level" and t["met"] for t in results["targets"])
+    png = (out / "bench.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 10_000
+    assert (out / "server.log").exists()
