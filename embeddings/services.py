@@ -6,11 +6,11 @@ import base64
 from typing import Any
 
 import numpy as np
-from asgiref.sync import sync_to_async
 
 from gpt3dev import metrics
 from gpt3dev.errors import APIError, from_engine_error
 from inference.errors import EngineError
+from inference.threads import run_in_fresh_thread
 from models_api.engine import aload_model
 from models_api.models import ModelEntry
 
@@ -28,7 +28,7 @@ async def embeddings_create(*, data: dict[str, Any], entry: ModelEntry) -> dict[
     inputs = data["input"]
     compute = embedder.embed_texts if isinstance(inputs[0], str) else embedder.embed_token_ids
     try:
-        result = await sync_to_async(compute, thread_sensitive=False)(inputs)
+        result = await run_in_fresh_thread(compute, inputs)
     except EngineError as exc:
         raise from_engine_error(exc) from None
     metrics.embeddings_done(entry.model_id, prompt_tokens=result.prompt_tokens)

@@ -45,10 +45,9 @@ def engine_if_started() -> "Engine | None":
 async def aload_model(entry):
     """The loaded engine model (a TextGenerator or an Embedder, by the row's task) for a
     registry row; loading happens on a worker thread, never on the event loop."""
-    from asgiref.sync import sync_to_async
-
     from gpt3dev.errors import from_engine_error
     from inference.errors import EngineError
+    from inference.threads import run_in_fresh_thread
     from models_api.models import ModelEntry
     from models_api.selectors import spec_from_entry
 
@@ -57,7 +56,7 @@ async def aload_model(entry):
     was_loaded = entry.model_id in engine.loaded_models()
     started = time.monotonic()
     try:
-        model = await sync_to_async(load, thread_sensitive=False)(spec_from_entry(entry))
+        model = await run_in_fresh_thread(load, spec_from_entry(entry))
     except EngineError as exc:
         raise from_engine_error(exc) from None
     if not was_loaded:
