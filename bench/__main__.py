@@ -42,7 +42,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                      description="The server against the raw model it serves, in one run.")
     parser.add_argument("--base-url", help="benchmark this running OpenAI-compatible server (e.g. "
                         "http://127.0.0.1:8000) instead of starting ours")
-    parser.add_argument("--pid", type=int, help="with --base-url: the server's process id, to read its memory")
+    parser.add_argument("--pid", type=int, help="with --base-url: the server's process id, to read its memory (and not count its CPU as other load)")
     parser.add_argument("--api-key", help="bearer token to send (a server with REQUIRE_API_KEY)")
     parser.add_argument("--model", default=DEFAULT_MODEL, help="model id sent to the server (default %(default)s)")
     parser.add_argument("--embedding-model", default=DEFAULT_EMBEDDING_MODEL,
@@ -262,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     raw_steps = 0 if args.skip_raw else len(args.endpoints) * len(args.levels)
     total = raw_steps + len(args.endpoints) * sum(requests_for(args, c) for c in args.levels)
     progress = Progress(total, enabled=not args.no_progress)
-    background = BackgroundLoad()
+    background = BackgroundLoad(server_pid=args.pid if args.base_url else None)
     try:
         raw_model = load_raw(args, progress, results)
         import importlib.metadata as md

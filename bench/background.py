@@ -30,10 +30,24 @@ def _own_cpu_s() -> float:
     return t.user + t.system + t.children_user + t.children_system
 
 
+def _process_cpu_s(pid: int | None) -> float:
+    """CPU seconds of a process that is not ours (a server under test given by --pid)."""
+    if pid is None:
+        return 0.0
+    try:
+        import psutil
+
+        times = psutil.Process(pid).cpu_times()
+        return times.user + times.system
+    except Exception:  # gone, or not ours to read: count nothing
+        return 0.0
+
+
 class BackgroundLoad:
-    def __init__(self) -> None:
+    def __init__(self, server_pid: int | None = None) -> None:
+        self.server_pid = server_pid  # an external server under test is not "other" load
         self.machine0 = _machine_busy_s()
-        self.own0 = _own_cpu_s()
+        self.own0 = _own_cpu_s() + _process_cpu_s(server_pid)
         self.wall0 = time.perf_counter()
         self.loadavg_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
 
@@ -44,7 +58,8 @@ class BackgroundLoad:
         wall = time.perf_counter() - self.wall0
         foreign = None
         if self.machine0 is not None and machine1 is not None and wall > 0:
-            foreign = max(0.0, (machine1 - self.machine0) - (_own_cpu_s() - self.own0)) / wall
+            own = _own_cpu_s() + _process_cpu_s(self.server_pid) - self.own0
+            foreign = max(0.0, (machine1 - self.machine0) - own) / wall
         return {
             "other_processes_cores": None if foreign is None else round(foreign, 2),
             "loadavg_1min_before": None if self.loadavg_before is None else round(self.loadavg_before, 2),
