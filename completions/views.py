@@ -34,7 +34,11 @@ async def _admit(request: HttpRequest, plan: services.Plan) -> None:
     await areserve_tokens(request, budget, param="max_tokens")
 
 
-async def _answer(request: HttpRequest, plan: services.Plan) -> HttpResponse:
+async def _serve(request: HttpRequest, serializer_class, plan_request) -> HttpResponse:
+    """Validate, find the model, plan, admit against the key's limits, then answer."""
+    data = validated(request, serializer_class)
+    entry = await aget_served_entry(data["model"], task=ModelEntry.Task.TEXT_GENERATION, allowed=allowed_models(request))
+    plan = await plan_request(data, entry)
     await _admit(request, plan)
     if plan.stream:
         return sse_response(await services.start_stream(plan))
@@ -44,14 +48,10 @@ async def _answer(request: HttpRequest, plan: services.Plan) -> HttpResponse:
 @csrf_exempt
 @require_POST
 async def create_completion(request: HttpRequest) -> HttpResponse:
-    data = validated(request, CompletionRequestSerializer)
-    entry = await aget_served_entry(data["model"], task=ModelEntry.Task.TEXT_GENERATION, allowed=allowed_models(request))
-    return await _answer(request, await services.plan_completion(data, entry))
+    return await _serve(request, CompletionRequestSerializer, services.plan_completion)
 
 
 @csrf_exempt
 @require_POST
 async def create_chat_completion(request: HttpRequest) -> HttpResponse:
-    data = validated(request, ChatCompletionRequestSerializer)
-    entry = await aget_served_entry(data["model"], task=ModelEntry.Task.TEXT_GENERATION, allowed=allowed_models(request))
-    return await _answer(request, await services.plan_chat(data, entry))
+    return await _serve(request, ChatCompletionRequestSerializer, services.plan_chat)

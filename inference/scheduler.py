@@ -312,17 +312,17 @@ class Scheduler:
 
     def _prefill_all(self, handles: list[RequestHandle]) -> None:
         """Prefill newcomers in groups of similar size (one padded forward per group)."""
-        todo = []
+        queued = []
         for handle in handles:
             if handle.request.sampling.max_tokens == 0:
                 handle._deliver(
                     [SequenceDelta(index=i, text="", finish_reason="length") for i in range(handle.request.n)]
                 )
             else:
-                todo.append((list(handle.request.prompt_token_ids) or [self.bos_id], handle))
-        todo.sort(key=lambda item: len(item[0]))
+                queued.append((list(handle.request.prompt_token_ids) or [self.bos_id], handle))
+        queued.sort(key=lambda item: len(item[0]))
         group: list[tuple[list[int], RequestHandle]] = []
-        for item in todo:
+        for item in queued:
             width = len(item[0])
             # Bound the padded prefill so long prompts do not blow up attention memory.
             if group and width * (len(group) + 1) > _PREFILL_TOKEN_BUDGET:
