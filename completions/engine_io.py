@@ -1,4 +1,4 @@
-"""Driving the engine from async views: load a model off the event loop, start several
+"""Driving the engine from async views: start several
 generation requests at once (so the scheduler batches them), and merge their deltas.
 
 A request's streams are *primed*: each one's first delta (or its error) has arrived
@@ -8,11 +8,10 @@ before the HTTP answer starts, so an overloaded queue or a bad prompt is still a
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from gpt3dev.errors import APIError, from_engine_error
 from inference.errors import EngineError

@@ -83,6 +83,15 @@ class Engine:
         with self._lock:
             return [mid for mid, e in self._entries.items() if e.obj is not None]
 
+    def cached(self, spec: ModelSpec) -> Any | None:
+        """The model already loaded for exactly this spec, else None; never loads or waits."""
+        with self._lock:
+            entry = self._entries.get(spec.id)
+        if entry is None or entry.obj is None or entry.spec != spec:
+            return None
+        entry.last_used = time.monotonic()
+        return entry.obj
+
     def model_stats(self) -> dict[str, dict]:
         """Per loaded model: its scheduler's ``{"running", "waiting"}`` (empty for embedders)."""
         with self._lock:

@@ -42,30 +42,9 @@ def engine_if_started() -> "Engine | None":
     return _engine
 
 
-async def aload_model(entry):
-    """The loaded engine model (a TextGenerator or an Embedder, by the row's task) for a
-    registry row; loading happens on a worker thread, never on the event loop."""
-    from gpt3dev.errors import from_engine_error
-    from inference.errors import EngineError
-    from inference.threads import run_in_fresh_thread
-    from models_api.models import ModelEntry
-    from models_api.selectors import spec_from_entry
-
-    engine = get_engine()
-    load = engine.embedder if entry.task == ModelEntry.Task.EMBEDDINGS else engine.generator
-    was_loaded = entry.model_id in engine.loaded_models()
-    started = time.monotonic()
-    try:
-        model = await run_in_fresh_thread(load, spec_from_entry(entry))
-    except EngineError as exc:
-        raise from_engine_error(exc) from None
-    if not was_loaded:
-        metrics.model_loaded(entry.model_id, model, time.monotonic() - started)
-    return model
-
-
 def load_model(entry):
-    """The synchronous twin of :func:`aload_model` (start-up preloading)."""
+    """The loaded engine model (a TextGenerator or an Embedder, by the row's task) for a
+    registry row, loading it if needed (blocking); records the load time in metrics."""
     from models_api.models import ModelEntry
     from models_api.selectors import spec_from_entry
 
@@ -77,3 +56,20 @@ def load_model(entry):
     if not was_loaded:
         metrics.model_loaded(entry.model_id, model, time.monotonic() - started)
     return model
+
+
+async def aload_model(entry):
+    """:func:`load_model` for async views: a model already loaded is returned at once;
+    a load runs on a fresh thread (see inference.threads), never on the event loop."""
+    from gpt3dev.errors import from_engine_error
+    from inference.errors import EngineError
+    from inference.threads import run_in_fresh_thread
+    from models_api.selectors import spec_from_entry
+
+    model = get_engine().cached(spec_from_entry(entry))
+    if model is not None:
+        return model
+    try:
+        return await run_in_fresh_thread(load_model, entry)
+    except EngineError as exc:
+        raise from_engine_error(exc) from None

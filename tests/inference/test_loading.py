@@ -90,6 +90,19 @@ def test_lru_eviction_and_spec_change_reload(tiny_llama_dir, tmp_path):
         eng.shutdown()
 
 
+def test_cached_returns_only_a_model_loaded_for_that_exact_spec(tiny_llama_dir, tmp_path):
+    eng = Engine(EngineConfig(cache_dir=tmp_path))
+    try:
+        spec = tiny_spec(tiny_llama_dir, id="a")
+        assert eng.cached(spec) is None  # nothing loaded: it never loads by itself
+        assert eng.loaded_models() == []
+        loaded = eng.generator(spec)
+        assert eng.cached(spec) is loaded
+        assert eng.cached(tiny_spec(tiny_llama_dir, id="a", max_context_tokens=128)) is None
+    finally:
+        eng.shutdown()
+
+
 def test_offline_hub_repo_fails_fast_and_is_remembered(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     eng = Engine(EngineConfig(cache_dir=tmp_path, hf_offline=True))
