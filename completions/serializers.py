@@ -13,6 +13,8 @@ from typing import Any
 
 from rest_framework import serializers
 
+from gpt3dev.fields import StrictCharField
+
 MAX_STOP_SEQUENCES = 4
 
 
@@ -102,7 +104,7 @@ class StreamOptionsSerializer(serializers.Serializer):
 class SamplingRequestSerializer(serializers.Serializer):
     """The fields both generation endpoints share."""
 
-    model = serializers.CharField()
+    model = StrictCharField()
     max_tokens = serializers.IntegerField(required=False, allow_null=True, min_value=0)
     temperature = serializers.FloatField(required=False, allow_null=True, min_value=0, max_value=2)
     top_p = serializers.FloatField(required=False, allow_null=True, min_value=0, max_value=1)

@@ -15,7 +15,7 @@ from django.conf import settings
 from completions import engine_io
 from completions.engine_io import PrimedStream, SequenceResult
 from gpt3dev import metrics
-from gpt3dev.errors import APIError, error_payload, from_engine_error
+from gpt3dev.errors import APIError, error_payload, from_engine_error, invalid_value
 from gpt3dev.http import SSE_DONE, sse_frame
 from inference.errors import InvalidInput
 from inference.types import GenerationRequest, SamplingParams, TokenLogprob
@@ -55,7 +55,7 @@ class Plan:
 def _cap(value: int, name: str) -> int:
     cap = settings.GPT3DEV["MAX_N"]
     if value > cap:
-        raise APIError(400, f"{name} must be at most {cap} on this server, got {value}.", param=name)
+        raise invalid_value(name, f"must be at most {cap} on this server, got {value}.")
     return value
 
 
@@ -99,9 +99,9 @@ def _context_error(window: int, prompt_len: int, max_tokens: int, param: str) ->
 
 
 async def plan_completion(data: dict[str, Any], entry: ModelEntry) -> Plan:
-    generator = await aload_model(entry)
     n = _cap(data.get("n") or 1, "n")
     samples = _cap(data.get("best_of") or n, "best_of")
+    generator = await aload_model(entry)
     prompts = [_prompt_ids(generator, p) for p in data["prompt"]]
     max_tokens = 16 if data.get("max_tokens") is None else data["max_tokens"]
     for ids in prompts:
@@ -133,6 +133,7 @@ async def plan_chat(data: dict[str, Any], entry: ModelEntry) -> Plan:
             f"The model '{entry.model_id}' is not a chat model (it has no chat template); use /v1/completions.",
             param="model",
         )
+    n = _cap(data.get("n") or 1, "n")
     generator = await aload_model(entry)
     if not generator.has_chat_template:
         raise APIError(
@@ -143,7 +144,7 @@ async def plan_chat(data: dict[str, Any], entry: ModelEntry) -> Plan:
     try:
         ids = generator.render_chat(data["messages"])
     except InvalidInput as exc:
-        raise APIError(400, str(exc), param="messages") from None
+        raise invalid_value("messages", str(exc)) from None
     window = generator.context_length
     requested = data.get("max_completion_tokens") or data.get("max_tokens")
     if len(ids) >= window:
@@ -151,7 +152,6 @@ async def plan_chat(data: dict[str, Any], entry: ModelEntry) -> Plan:
     max_tokens = requested if requested is not None else window - len(ids)
     if len(ids) + max_tokens > window:
         raise _context_error(window, len(ids), max_tokens, "messages")
-    n = _cap(data.get("n") or 1, "n")
     logprobs = (data.get("top_logprobs") or 0) if data.get("logprobs") else None
     stream_options = data.get("stream_options") or {}
     return Plan(

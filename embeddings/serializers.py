@@ -6,6 +6,8 @@ from typing import Any
 
 from rest_framework import serializers
 
+from gpt3dev.fields import StrictCharField
+
 MAX_INPUTS = 2048
 
 
@@ -41,7 +43,7 @@ class EmbeddingInputField(serializers.Field):
 
 
 class EmbeddingRequestSerializer(serializers.Serializer):
-    model = serializers.CharField()
+    model = StrictCharField()
     input = EmbeddingInputField()
     encoding_format = serializers.ChoiceField(choices=["float", "base64"], required=False, default="float")
     dimensions = serializers.IntegerField(required=False, allow_null=True, min_value=1)

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from gpt3dev import metrics
-from gpt3dev.errors import APIError, from_engine_error
+from gpt3dev.errors import from_engine_error, invalid_value
 from inference.errors import EngineError
 from inference.threads import run_in_fresh_thread
 from models_api.engine import aload_model
@@ -19,11 +19,10 @@ async def embeddings_create(*, data: dict[str, Any], entry: ModelEntry) -> dict[
     embedder = await aload_model(entry)
     dimensions = data.get("dimensions")
     if dimensions is not None and dimensions != embedder.dimensions:
-        raise APIError(
-            400,
-            f"The model '{entry.model_id}' only returns {embedder.dimensions}-dimensional embeddings "
+        raise invalid_value(
+            "dimensions",
+            f"the model '{entry.model_id}' only returns {embedder.dimensions}-dimensional embeddings "
             f"and cannot shorten them to {dimensions}.",
-            param="dimensions",
         )
     inputs = data["input"]
     compute = embedder.embed_texts if isinstance(inputs[0], str) else embedder.embed_token_ids

@@ -84,6 +84,8 @@ def model_not_found(model_id: str) -> APIError:
 def from_engine_error(exc: engine_errors.EngineError) -> APIError:
     """Map an engine exception to the API error a client sees."""
     if isinstance(exc, engine_errors.InvalidInput):
+        if exc.param and exc.code != "context_length_exceeded":  # that one keeps OpenAI's own wording
+            return invalid_value(exc.param, str(exc), code=exc.code)
         return APIError(400, str(exc), param=exc.param, code=exc.code)
     if isinstance(exc, engine_errors.EngineOverloaded):
         retry = max(1, round(exc.retry_after))
@@ -103,12 +105,18 @@ def internal_error() -> APIError:
     return APIError(500, "The server had an error while processing your request.", code="internal_error")
 
 
+def invalid_value(param: str, message: str, *, code: str | None = None) -> APIError:
+    """The one form of every field error: a 400 ``Invalid value for 'param': message``."""
+    prefix = f"Invalid value for '{param}': "
+    return APIError(400, message if message.startswith(prefix) else prefix + message, param=param, code=code)
+
+
 def validation_error(detail: Any) -> APIError:
     """Turn a DRF ``ValidationError.detail`` into a 400 naming the first bad field."""
     param, message = _first_error(detail, "")
-    if param and param not in message:
-        message = f"Invalid value for '{param}': {message}"
-    return APIError(400, message, param=param or None, code=_code_of(detail))
+    if not param:
+        return APIError(400, message, code=_code_of(detail))
+    return invalid_value(param, message, code=_code_of(detail))
 
 
 def _first_error(detail: Any, path: str) -> tuple[str, str]:

@@ -47,7 +47,13 @@ def post(client, path: str, body) -> tuple[int, dict]:
         ({"prompt": []}, "prompt"),
         ({"prompt": [1, "a"]}, "prompt"),
         ({"prompt": {"text": "x"}}, "prompt"),
+        ({"n": 10**6}, "n"),
+        ({"n": 17}, "n"),  # over MAX_N (16): the server's own cap, the same form
+        ({"best_of": 17}, "best_of"),
         ({"model": None}, "model"),
+        ({"model": 123}, "model"),
+        ({"model": True}, "model"),
+        ({"model": ["SmolLM2-135M-Instruct"]}, "model"),
     ],
 )
 def test_completion_field_errors(client, changes, param):
@@ -56,6 +62,7 @@ def test_completion_field_errors(client, changes, param):
     assert_matches_schema(body, "ErrorResponse")
     assert body["error"]["param"] == param
     assert body["error"]["type"] == "invalid_request_error"
+    assert body["error"]["message"].startswith(f"Invalid value for '{param}': "), body
 
 
 @pytest.mark.parametrize(
@@ -75,6 +82,9 @@ def test_completion_field_errors(client, changes, param):
         ({"tool_choice": "required"}, "tool_choice"),
         ({"max_completion_tokens": 0}, "max_completion_tokens"),
         ({"temperature": -1}, "temperature"),
+        ({"n": 0}, "n"),
+        ({"n": 17}, "n"),
+        ({"model": 123}, "model"),
     ],
 )
 def test_chat_field_errors(client, changes, param):
@@ -82,6 +92,7 @@ def test_chat_field_errors(client, changes, param):
     assert status == 400, body
     assert_matches_schema(body, "ErrorResponse")
     assert body["error"]["param"] == param
+    assert body["error"]["message"].startswith(f"Invalid value for '{param}': "), body
     assert param.split(".")[0].split("[")[0] in body["error"]["message"]
 
 

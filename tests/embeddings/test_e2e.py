@@ -65,4 +65,5 @@ def test_dimensions_other_than_native_is_400(openai_client):
     with pytest.raises(openai.BadRequestError) as error:
         openai_client.embeddings.create(model=MODEL, input="x", dimensions=128)
     assert error.value.body["param"] == "dimensions"
+    assert error.value.body["message"].startswith("Invalid value for 'dimensions': ")
     assert len(openai_client.embeddings.create(model=MODEL, input="x", dimensions=384).data[0].embedding) == 384

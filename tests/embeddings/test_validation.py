@@ -30,6 +30,7 @@ def post(client, body) -> tuple[int, dict]:
         ({"input": {"text": "x"}}, "input"),
         ({"encoding_format": "int8"}, "encoding_format"),
         ({"dimensions": 0}, "dimensions"),
+        ({"model": 123}, "model"),
     ],
 )
 def test_embedding_field_errors(client, changes, param):
@@ -37,6 +38,7 @@ def test_embedding_field_errors(client, changes, param):
     assert status == 400, body
     assert_matches_schema(body, "ErrorResponse")
     assert body["error"]["param"] == param
+    assert body["error"]["message"].startswith(f"Invalid value for '{param}': "), body
 
 
 def test_generation_model_for_embeddings_is_400(client):
