@@ -27,6 +27,7 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.http import HttpRequest, HttpResponseBase
+from django.urls import Resolver404, resolve
 
 from gpt3dev import metrics
 from gpt3dev.middleware import DualModeMiddleware
@@ -90,6 +91,32 @@ def note_served_model(model_id: str) -> None:
         record.model = model_id
 
 
+def request_id_from(sent: str) -> str:
+    """The client's X-Request-ID when it is sane, else a new one."""
+    return sent if REQUEST_ID_RE.match(sent) else f"req_{uuid.uuid4().hex}"
+
+
+def log_early_answer(scope: dict[str, Any], status: int, started: float) -> str:
+    """Log and count an answer given in front of Django (an ASGI wrapper refused the
+    request before its body was read); returns the request id it was given."""
+    headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope.get("headers", ())}
+    record = RequestRecord(
+        request_id=request_id_from(headers.get("x-request-id", "")),
+        method=scope.get("method", ""),
+        path=scope.get("path", ""),
+        started=started,
+        status=status,
+    )
+    try:
+        route = resolve(record.path).url_name or "unmatched"
+    except Resolver404:
+        route = "unmatched"
+    seconds = time.monotonic() - started
+    metrics.request_finished(route=route, model="", status=status, seconds=seconds)
+    _log_line(record, seconds)
+    return record.request_id
+
+
 def _route(request: HttpRequest) -> str:
     match = getattr(request, "resolver_match", None)
     if match is not None and match.url_name:
@@ -138,7 +165,9 @@ def _log_line(record: RequestRecord, seconds: float) -> None:
     if settings.GPT3DEV["ACCESS_LOG_PROMPTS"] and record.prompt is not None:
         fields["prompt"] = record.prompt
     if fmt == "json":
-        line = json.dumps(fields, ensure_ascii=False, default=str)
+        # ASCII-only: control characters, ANSI escapes, DEL, C1 controls and Unicode line
+        # separators from a client all become \uXXXX escapes, so one request is one line.
+        line = json.dumps(fields, ensure_ascii=True, default=str)
     else:
         line = " ".join(
             f"{name}={_plain(value)}" for name, value in fields.items() if value is not None or name in ("key", "model")
@@ -146,19 +175,25 @@ def _log_line(record: RequestRecord, seconds: float) -> None:
     access_logger.info(line)
 
 
+# A plain value is written bare only when it is made of these characters; anything else
+# (a space, a quote, '=', a control character, an ANSI escape, non-ASCII text) is written
+# as a JSON string, so a client can never split a line or forge a field.
+_BARE = re.compile(r"[A-Za-z0-9._:/@+%,~-]+")
+
+
 def _plain(value: Any) -> str:
     if value is None:
         return "-"
-    if isinstance(value, str) and value and " " not in value and '"' not in value:
+    if isinstance(value, (bool, int, float)):
+        return json.dumps(value)
+    if isinstance(value, str) and _BARE.fullmatch(value):
         return value
-    return json.dumps(value, ensure_ascii=False, default=str)
+    return json.dumps(value, ensure_ascii=True, default=str)
 
 
 class AccessLogMiddleware(DualModeMiddleware):
     def _start(self, request: HttpRequest) -> RequestRecord:
-        sent = request.headers.get("X-Request-ID", "")
-        request_id = sent if REQUEST_ID_RE.match(sent) else f"req_{uuid.uuid4().hex}"
-        record = RequestRecord(request_id=request_id, method=request.method or "", path=request.path)
+        record = RequestRecord(request_id=request_id_from(request.headers.get("X-Request-ID", "")), method=request.method or "", path=request.path)
         request.record = record
         _current.set(record)
         metrics.IN_FLIGHT.inc()
