@@ -2,7 +2,8 @@
 
 Static files (the admin's CSS and JS) are served by Django's own ASGI static handler,
 so the admin looks right with nothing else in front of the server. SIGTERM drains the
-process gracefully (gpt3dev.shutdown).
+process gracefully (gpt3dev.shutdown); a body over MAX_REQUEST_BYTES is refused before
+it is read (gpt3dev.bodylimit).
 """
 
 import os
@@ -14,9 +15,11 @@ from django.core.asgi import get_asgi_application  # noqa: E402
 
 django_application = get_asgi_application()
 
+from gpt3dev.bodylimit import RequestBodyLimit  # noqa: E402
 from gpt3dev.shutdown import GracefulASGI  # noqa: E402
 from gpt3dev.startup import run_startup  # noqa: E402
 
 run_startup()
 # SIGTERM: stop admitting (503), let in-flight answers finish within the grace period, exit.
-application = GracefulASGI(ASGIStaticFilesHandler(django_application))
+# MAX_REQUEST_BYTES: a body over the cap is refused before it is read (gpt3dev.bodylimit).
+application = GracefulASGI(RequestBodyLimit(ASGIStaticFilesHandler(django_application)))
