@@ -11,6 +11,10 @@ from models_api.engine import engine_if_started
 from models_api.models import ModelEntry
 
 
+# Fields of a trust_remote_code row only a superuser may change (as the flag itself).
+REMOTE_CODE_GUARDED = ("source_type", "source", "revision", "enabled")
+
+
 def _loaded_ids() -> set[str]:
     engine = engine_if_started()
     return set(engine.loaded_models()) if engine is not None else set()
@@ -76,11 +80,19 @@ class ModelEntryAdmin(admin.ModelAdmin):
         fields = list(super().get_readonly_fields(request, obj))
         if not request.user.is_superuser:
             fields.append("trust_remote_code")  # running a model's own code is a superuser's call
+            if obj is not None and obj.trust_remote_code:
+                # Repointing or enabling a remote-code row would run that repository's code.
+                fields.extend(REMOTE_CODE_GUARDED)
         return fields
 
     def save_model(self, request: HttpRequest, obj: ModelEntry, form, change: bool) -> None:
-        if obj.trust_remote_code and not request.user.is_superuser and "trust_remote_code" in form.changed_data:
-            raise PermissionDenied("Only a superuser may turn on trust_remote_code.")
+        if not request.user.is_superuser:
+            if obj.trust_remote_code and "trust_remote_code" in form.changed_data:
+                raise PermissionDenied("Only a superuser may turn on trust_remote_code.")
+            if obj.trust_remote_code and set(REMOTE_CODE_GUARDED) & set(form.changed_data):
+                raise PermissionDenied(
+                    "Only a superuser may change the source, revision or enabled state of a trust_remote_code model."
+                )
         super().save_model(request, obj, form, change)
 
     @admin.action(description="Enable the selected models")
@@ -93,13 +105,21 @@ class ModelEntryAdmin(admin.ModelAdmin):
 
     def _set_enabled(self, request: HttpRequest, queryset: QuerySet[ModelEntry], enabled: bool) -> None:
         count = 0
+        skipped = []
         for entry in queryset:  # save() per row so the unload signal runs
+            if entry.trust_remote_code and not request.user.is_superuser:
+                skipped.append(entry.model_id)
+                continue
             if entry.enabled != enabled:
                 entry.enabled = enabled
                 entry.save(update_fields=["enabled", "updated"])
                 count += 1
         state = "enabled" if enabled else "disabled"
         self.message_user(request, f"{count} model(s) {state}.", messages.SUCCESS)
+        if skipped:
+            self.message_user(
+                request, f"Only a superuser may change trust_remote_code models: {', '.join(skipped)}.", messages.ERROR
+            )
 
     @admin.action(description="Unload the selected models from memory (this process)")
     def unload_models(self, request: HttpRequest, queryset: QuerySet[ModelEntry]) -> None:

@@ -110,6 +110,67 @@ def test_only_a_superuser_may_trust_remote_code(client, django_user_model):
     assert entry.trust_remote_code is False  # the field is read-only for staff
 
 
+@pytest.fixture
+def staff_client(client, django_user_model):
+    """A staff user who may change registry rows but is not a superuser."""
+    from django.contrib.auth.models import Permission
+
+    staff = django_user_model.objects.create_user("staff2", password="a-long-password-1", is_staff=True)
+    staff.user_permissions.set(Permission.objects.filter(codename__in=["change_modelentry", "view_modelentry"]))
+    client.force_login(staff)
+    return client
+
+
+def _remote_code_row() -> ModelEntry:
+    entry = ModelEntry.objects.get(model_id="GPT3-dev")
+    entry.trust_remote_code = True  # as a superuser would have set it
+    entry.save()
+    return entry
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"source": "someone/evil-repo"}, {"revision": "main"}, {"source_type": "local"}, {"enabled": "on"}],
+)
+def test_staff_cannot_repoint_or_enable_a_remote_code_row(staff_client, change):
+    entry = _remote_code_row()
+    guarded = ("source_type", "source", "revision", "enabled", "trust_remote_code")
+    before = ModelEntry.objects.values(*guarded).get(pk=entry.pk)
+    staff_client.post(f"{CHANGELIST}{entry.pk}/change/", form_data(entry, **change))
+    assert ModelEntry.objects.values(*guarded).get(pk=entry.pk) == before
+    page = staff_client.get(f"{CHANGELIST}{entry.pk}/change/").content.decode()
+    assert 'name="source"' not in page and 'name="revision"' not in page  # shown read-only
+
+
+def test_staff_cannot_enable_a_remote_code_row_from_the_list(staff_client):
+    entry = _remote_code_row()
+    staff_client.post(CHANGELIST, {"action": "enable_models", "_selected_action": [entry.pk]})
+    entry.refresh_from_db()
+    assert entry.enabled is False
+
+
+def test_a_superuser_may_repoint_a_remote_code_row(admin_client_logged_in):
+    entry = _remote_code_row()
+    response = admin_client_logged_in.post(
+        f"{CHANGELIST}{entry.pk}/change/", form_data(entry, revision="0123abcd", enabled="on")
+    )
+    assert response.status_code == 302
+    entry.refresh_from_db()
+    assert entry.revision == "0123abcd" and entry.enabled is True
+
+
+def test_staff_may_still_edit_rows_without_remote_code(staff_client):
+    entry = ModelEntry.objects.get(model_id="GPT-2")
+    staff_client.post(f"{CHANGELIST}{entry.pk}/change/", form_data(entry, revision="abc123"))
+    entry.refresh_from_db()
+    assert entry.revision == "abc123"
+
+
+def test_default_rows_ship_without_unpinned_remote_code():
+    unpinned = ModelEntry.objects.filter(origin="default", trust_remote_code=True, revision="")
+    assert list(unpinned.values_list("model_id", flat=True)) == []
+
+
 def test_admin_needs_login(client):
     response = client.get(CHANGELIST)
     assert response.status_code == 302 and "/admin/login/" in response["Location"]
