@@ -9,7 +9,7 @@ PORT ?= 8000
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: install install-dev migrate run dev test bench clean
+.PHONY: install install-dev migrate collectstatic run dev test bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,7 +35,11 @@ install-dev: $(VENV)/.installed-dev
 migrate: install
 	$(BIN)/python manage.py migrate --noinput
 
-run: migrate
+# The admin's and the playground's CSS and JS, gathered into staticfiles/ for WhiteNoise.
+collectstatic: install
+	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
+
+run: migrate collectstatic
 	$(BIN)/uvicorn gpt3dev.asgi:application --host $(HOST) --port $(PORT)
 
 # Django's development server (daphne's ASGI runserver: it streams too).

@@ -57,6 +57,7 @@ INSTALLED_APPS = [
     "access",
     "completions",
     "embeddings",
+    "playground",
 ]
 
 MIDDLEWARE = [
@@ -66,6 +67,8 @@ MIDDLEWARE = [
     "gpt3dev.middleware.OpenAIErrorMiddleware",
     "gpt3dev.shutdown.DrainMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # WhiteNoise's file table behind a natively async middleware (gpt3dev.staticfiles).
+    "gpt3dev.staticfiles.StaticFilesMiddleware",
     "corsheaders.middleware.CorsMiddleware",
     # After CORS, so preflights never need a key and a 401 still carries CORS headers.
     "access.middleware.APIKeyMiddleware",
@@ -123,7 +126,16 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+STATIC_ROOT = Path(env_str("STATIC_ROOT", str(BASE_DIR / "staticfiles")))
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    # collectstatic also writes gzip copies, which WhiteNoise serves to clients that take them.
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+# Served by WhiteNoise (gpt3dev.staticfiles): from STATIC_ROOT once `collectstatic` has
+# filled it (`make run` and the Docker image do), else from each app's static/ folder, so
+# a server started any other way still has its CSS and JS.
+WHITENOISE_USE_FINDERS = DEBUG or not (STATIC_ROOT / "playground").is_dir()
 
 # Request bodies: a bigger body is a 413 with an OpenAI error.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("MAX_REQUEST_BYTES", 10 * 1024 * 1024, minimum=1024)
@@ -188,6 +200,8 @@ GPT3DEV = {
     "ACCESS_LOG_PROMPTS": env_bool("ACCESS_LOG_PROMPTS", False),
     "METRICS_ENABLED": env_bool("METRICS_ENABLED", True),
     "SHUTDOWN_GRACE_SECONDS": env_int("SHUTDOWN_GRACE_SECONDS", 30, minimum=0),
+    # The browser playground at /playground/ (see playground/).
+    "PLAYGROUND_ENABLED": env_bool("PLAYGROUND_ENABLED", True),
 }
 
 LOG_LEVEL = env_choice("LOG_LEVEL", "info", ("debug", "info", "warning", "error", "critical")).upper()

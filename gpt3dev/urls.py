@@ -1,4 +1,5 @@
-"""Root URLs: the OpenAI API under /v1/, health probes, Prometheus metrics, and the admin."""
+"""Root URLs: the OpenAI API under /v1/, health probes, Prometheus metrics, the playground
+and the admin."""
 
 from django.contrib import admin
 from django.urls import include, path
@@ -17,5 +18,6 @@ urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
     path("readyz", views.readyz, name="readyz"),
     path("metrics", metrics_view, name="metrics"),
+    path("playground/", include("playground.urls")),
     path("admin/", admin.site.urls),
 ]

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
+from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.urls import reverse
+from django.utils.html import format_html
 
 from models_api.engine import engine_if_started
 from models_api.models import ModelEntry
@@ -40,7 +45,7 @@ class LoadedFilter(admin.SimpleListFilter):
 
 @admin.register(ModelEntry)
 class ModelEntryAdmin(admin.ModelAdmin):
-    list_display = ("model_id", "task", "is_chat", "enabled", "loaded", "source_type", "source", "dtype", "device", "origin", "updated")
+    list_display = ("model_id", "task", "is_chat", "enabled", "loaded", "source_type", "source", "dtype", "device", "origin", "updated", "try_in_playground")
     list_display_links = ("model_id",)
     list_filter = ("task", "enabled", LoadedFilter, "is_chat", "source_type", "origin")
     list_editable = ("enabled",)
@@ -75,6 +80,13 @@ class ModelEntryAdmin(admin.ModelAdmin):
     @admin.display(boolean=True, description="loaded")
     def loaded(self, obj: ModelEntry) -> bool:
         return obj.model_id in _loaded_ids()
+
+    @admin.display(description="playground")
+    def try_in_playground(self, obj: ModelEntry) -> str:
+        if obj.task != ModelEntry.Task.TEXT_GENERATION or not settings.GPT3DEV.get("PLAYGROUND_ENABLED", True):
+            return ""
+        url = f"{reverse('playground')}?{urlencode({'model': obj.model_id})}"
+        return format_html('<a class="playground-link" href="{}">Try in playground</a>', url)
 
     def get_readonly_fields(self, request: HttpRequest, obj: ModelEntry | None = None):
         fields = list(super().get_readonly_fields(request, obj))

@@ -1,0 +1,1 @@
+"""The browser playground: chat, token probabilities and embeddings over this server's own API."""
