@@ -1,6 +1,6 @@
 """The text-generation face of a loaded causal LM: tokenisation, chat templates,
-``generate`` (an async generator over the shared batching scheduler) and prompt
-scoring for ``echo`` + ``logprobs``."""
+grammar compilation for constrained decoding, ``generate`` (an async generator over
+the shared batching scheduler) and prompt scoring for ``echo`` + ``logprobs``."""
 
 from __future__ import annotations
 
@@ -10,9 +10,11 @@ from typing import Any
 
 import torch
 
+from .constraints import ConstraintCompiler, Grammar, GrammarSpec
 from .detokenize import TokenTable
 from .errors import InvalidInput
 from .scheduler import Scheduler
+from .threads import run_in_fresh_thread
 from .types import GenerationRequest, ModelSpec, SequenceDelta, TokenLogprob, TopLogprob
 
 
@@ -58,6 +60,7 @@ class TextGenerator:
         self.table = TokenTable(tokenizer)
         self.eos_ids = eos_ids_of(model, tokenizer)
         self.dtype = next(model.parameters()).dtype
+        self.constraints = ConstraintCompiler(tokenizer, vocab_size=self.vocab_size, eos_ids=self.eos_ids)
         self._scheduler = Scheduler(
             model,
             self.table,
@@ -76,8 +79,14 @@ class TextGenerator:
         """Plain completion prompt: whatever specials the tokenizer adds by default."""
         return list(self.tokenizer.encode(text))
 
-    def render_chat(self, messages: list[dict[str, str]]) -> list[int]:
-        """Apply the chat template (spec override first) with a generation prompt.
+    @property
+    def template_takes_tools(self) -> bool:
+        """Whether the chat template renders a ``tools`` list itself."""
+        return bool(self._chat_template) and "tools" in self._chat_template
+
+    def render_chat(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> list[int]:
+        """Apply the chat template (spec override first) with a generation prompt, and
+        ``tools`` (OpenAI's tool objects) when given.
 
         The template is rendered to text and then encoded *without* added special
         tokens, because templates write their own BOS/markers."""
@@ -85,7 +94,8 @@ class TextGenerator:
             raise InvalidInput(f"model {self.spec.id!r} has no chat template", param="messages")
         try:
             text = self.tokenizer.apply_chat_template(
-                messages, chat_template=self._chat_template, add_generation_prompt=True, tokenize=False
+                messages, chat_template=self._chat_template, add_generation_prompt=True, tokenize=False,
+                **({"tools": tools} if tools else {}),
             )
         except Exception as exc:  # jinja errors (e.g. a template rejecting a role)
             raise InvalidInput(f"the chat template cannot render these messages: {exc}", param="messages") from exc
@@ -97,6 +107,16 @@ class TextGenerator:
     def decode(self, token_ids: Sequence[int]) -> str:
         """Text of ids, special tokens skipped (used for echo)."""
         return b"".join(self.table.output_bytes(int(t)) for t in token_ids).decode("utf-8", errors="replace")
+
+    async def compile_grammar(self, spec: GrammarSpec, *, timeout_s: float) -> Grammar:
+        """Compile (or find in the cache) a grammar for ``GenerationRequest.grammar``, on a
+        thread of its own so the event loop and the decode thread never wait for it.
+        Raises InvalidInput naming ``spec.param`` for a grammar that does not compile or
+        takes longer than ``timeout_s`` (the tokenizer data built on the model's first
+        constrained request is not counted)."""
+        if self.constraints.cached(spec):
+            return self.constraints.compile(spec, timeout_s=timeout_s)
+        return await run_in_fresh_thread(self.constraints.compile, spec, timeout_s=timeout_s)
 
     # -------------------------------------------------------------------- generation
     async def generate(self, request: GenerationRequest) -> AsyncIterator[SequenceDelta]:
@@ -116,6 +136,9 @@ class TextGenerator:
         after repetition/presence/frequency penalties, logit_bias and the min_tokens EOS
         mask, but *before* temperature, top-k, top-p and min-p - the vLLM/OpenAI
         convention, so they describe the model rather than the truncated sampler.
+        With ``request.grammar`` they are taken *after* the grammar mask: the
+        alternatives are tokens the grammar allows, and probabilities are renormalised
+        over them.
         """
         loop = asyncio.get_running_loop()
         handle = self._scheduler.submit(request, loop)

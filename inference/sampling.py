@@ -11,10 +11,12 @@ Order of operations (the same as vLLM, so logprobs match what OpenAI clients exp
    ``logit[j] -= count[j] * frequency_penalty + (count[j] > 0) * presence_penalty``;
 3. logit_bias added;
 4. EOS ids masked while fewer than ``min_tokens`` tokens have been generated;
-5. **logprobs are taken here**: log-softmax of the processed logits, *before*
+5. the grammar mask of constrained rows (:func:`inference.constraints.apply_masks`):
+   tokens the row's grammar forbids get -inf; unconstrained rows are untouched;
+6. **logprobs are taken here**: log-softmax of the processed logits, *before*
    temperature / top-k / top-p / min-p (the vLLM/OpenAI convention: they describe the
    model's distribution, not the truncated sampling distribution);
-6. temperature 0 -> argmax; otherwise divide by temperature, apply top-k, top-p and
+7. temperature 0 -> argmax; otherwise divide by temperature, apply top-k, top-p and
    min-p, and draw with the row's generator by inverse-CDF over a *stable* sort, so a
    seeded row draws the same token whatever else shares the batch.
 """
@@ -26,6 +28,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .constraints import RowMatcher, apply_masks
 from .types import SamplingParams
 
 # Temperatures below this are treated as greedy (dividing by ~0 overflows).
@@ -54,6 +57,7 @@ class RowState:
     prompt_ids: list[int]
     eos_ids: tuple[int, ...]
     generated: list[int] = field(default_factory=list)
+    constraint: RowMatcher | None = None  # the row's grammar matcher, if constrained
 
     @property
     def greedy(self) -> bool:
@@ -139,6 +143,7 @@ def _sample_rows(logits: torch.Tensor, rows: list[RowState]) -> list[int]:
 def sample_step(logits: torch.Tensor, rows: list[RowState], vocab_size: int) -> StepResult:
     """One token per row from ``logits`` ``[len(rows), vocab]``; see the module docstring."""
     processed = process_logits(logits, rows, vocab_size)
+    apply_masks(processed, [row.constraint for row in rows])
     tokens: list[int] = [0] * len(rows)
     greedy = [r for r, row in enumerate(rows) if row.greedy]
     if greedy:
@@ -165,6 +170,7 @@ def sample_step(logits: torch.Tensor, rows: list[RowState], vocab_size: int) -> 
             kr = rows[r].params.logprobs or 0
             alts = []
             if kr > 0 and top_v is not None:
-                alts = list(zip(top_i[j, :kr].tolist(), top_v[j, :kr].tolist()))
+                # A grammar mask can leave fewer than k possible tokens: the rest are not alternatives.
+                alts = [(i, v) for i, v in zip(top_i[j, :kr].tolist(), top_v[j, :kr].tolist()) if v != float("-inf")]
             logprobs[r] = (chosen[j], alts)
     return StepResult(tokens=tokens, logprobs=logprobs)

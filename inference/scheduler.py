@@ -298,11 +298,15 @@ class Scheduler:
 
     def _make_rows(self, handle: RequestHandle, prompt: list[int]) -> list[_Row]:
         s = handle.request.sampling
+        grammar = handle.request.grammar
         return [
             _Row(
                 handle=handle,
                 index=i,
-                state=RowState(params=s, generator=sequence_generator(s.seed, i), prompt_ids=prompt, eos_ids=self.eos_ids),
+                state=RowState(
+                    params=s, generator=sequence_generator(s.seed, i), prompt_ids=prompt, eos_ids=self.eos_ids,
+                    constraint=grammar.matcher() if grammar is not None else None,
+                ),
                 detok=IncrementalDetokenizer(self.table),
                 stopper=StopMatcher(s.stop),
                 next_position=len(prompt),
@@ -422,6 +426,15 @@ class Scheduler:
         p = st.params
         st.generated.append(token)
         is_eos = token in self.eos_ids and not p.ignore_eos and len(st.generated) > p.min_tokens
+        grammar_done = False  # the grammar cannot go on: the sequence ends after this token
+        if st.constraint is not None:
+            # The mask allows EOS only where the grammar can end, and there it ends the
+            # sequence even with ignore_eos (nothing else could follow).
+            is_eos = token in self.eos_ids and st.constraint.can_end()
+            if not is_eos:
+                if not st.constraint.advance(token):
+                    log.warning("constrained row left its grammar: %s", st.constraint.error[:200])
+                grammar_done = st.constraint.finished
         if is_eos:
             # EOS ends the sequence; it is not part of the output (no text, no token entry).
             text = row.detok.flush()
@@ -443,13 +456,13 @@ class Scheduler:
         finish = None
         if stopped:
             finish = "stop"
-        elif len(st.generated) >= p.max_tokens:
+        elif grammar_done or len(st.generated) >= p.max_tokens:
             tail = row.detok.flush()
             more, stopped = row.stopper.push(tail) if tail else ("", False)
             released += more
             if not stopped:
                 released += row.stopper.flush()
-            finish = "stop" if stopped else "length"
+            finish = "stop" if stopped or (grammar_done and not st.constraint.error) else "length"
         if finish is not None:
             row.finished = True
         row.pending.append(

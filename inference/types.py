@@ -8,7 +8,10 @@ events. Nothing here knows about Django or HTTP.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from .constraints import Grammar
 
 Task = Literal["text-generation", "embeddings"]
 SourceType = Literal["hub", "local", "package"]
@@ -65,6 +68,8 @@ class GenerationRequest:
     prompt_token_ids: tuple[int, ...]
     sampling: SamplingParams = field(default_factory=SamplingParams)
     n: int = 1
+    # Compiled by TextGenerator.compile_grammar: every sequence's output must match it.
+    grammar: Grammar | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
