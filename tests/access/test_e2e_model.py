@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 
 import httpx
 import pytest
@@ -23,13 +24,35 @@ def metric(text: str, name: str, **labels: str) -> float:
     return float(found.group(1)) if found else 0.0
 
 
+def wait_until_loaded(http: httpx.Client, model: str, timeout: float = 300.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        models = http.get("/readyz").json()["models"]
+        if any(m["id"] == model and m["loaded"] for m in models):
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"{model} was not loaded within {timeout} s")
+
+
+def start_of_a_window(room: float = 30.0) -> int:
+    """Token limits count per fixed minute: wait, if need be, until at least ``room``
+    seconds of the current minute are left, so the requests below share one window."""
+    left = 60 - time.time() % 60
+    if left < room:
+        time.sleep(left + 0.2)
+    return int(time.time() // 60)
+
+
 def test_tokens_metrics_and_access_log(tmp_path):
+    # The model is loaded before the first request, so the two requests take seconds.
     server = LiveServer(tmp_path, API_KEYS=f"erin:{KEY}", RATE_LIMIT_TPM="1000", ACCESS_LOG_FORMAT="json",
-                        DATABASE_URL=f"sqlite:///{tmp_path / 'own.sqlite3'}").start()
+                        PRELOAD_MODELS=MODEL, DATABASE_URL=f"sqlite:///{tmp_path / 'own.sqlite3'}").start()
     auth = {"Authorization": f"Bearer {KEY}"}
     body = {"model": MODEL, "messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 12, "temperature": 0}
     try:
         with httpx.Client(base_url=server.base_url, headers=auth, timeout=120) as http:
+            wait_until_loaded(http, MODEL)
+            window = start_of_a_window()
             first = http.post("/v1/chat/completions", json=body)
             assert first.status_code == 200, first.text
             usage = first.json()["usage"]
@@ -40,6 +63,7 @@ def test_tokens_metrics_and_access_log(tmp_path):
             with http.stream("POST", "/v1/chat/completions",
                              json=body | {"stream": True, "stream_options": {"include_usage": True}}) as stream:
                 assert stream.status_code == 200
+                assert int(time.time() // 60) == window, "the requests took longer than the room left in the minute"
                 # the first answer was settled to its real usage before this one reserved
                 assert int(stream.headers["x-ratelimit-remaining-tokens"]) == 1000 - usage["total_tokens"] - reserved
                 chunks = [line for line in stream.iter_lines() if line.startswith("data: ")]
