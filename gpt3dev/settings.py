@@ -15,6 +15,7 @@ from pathlib import Path
 import dj_database_url
 
 from gpt3dev.env import env_bool, env_choice, env_int, env_list, env_str
+from inference.sources import default_cache_dir  # torch-free
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("GPT3DEV_VAR_DIR", str(BASE_DIR / "var")))
@@ -175,9 +176,7 @@ GPT3DEV = {
     "MODEL_ALLOW_LIST": env_list("MODEL_ALLOW_LIST"),
     "INCLUDE_DEFAULT_MODELS": env_bool("INCLUDE_DEFAULT_MODELS", True),
     "ENABLE_EMBEDDINGS_BACKEND": env_bool("ENABLE_EMBEDDINGS_BACKEND", True),
-    "MODEL_CACHE_DIR": Path(
-        env_str("MODEL_CACHE_DIR", str(Path.home() / ".cache" / "gpt3dev" / "models"))
-    ).expanduser(),
+    "MODEL_CACHE_DIR": default_cache_dir(),
     "MAX_LOADED_MODELS": env_int("MAX_LOADED_MODELS", 4, minimum=1),
     "MAX_BATCH_SIZE": env_int("MAX_BATCH_SIZE", 16, minimum=1),
     "MAX_QUEUE": env_int("MAX_QUEUE", 256, minimum=1),

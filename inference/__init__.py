@@ -6,7 +6,7 @@ generation requests in one worker thread per model, and computes embeddings.
 Modules: ``types``/``errors`` (the boundary with the web layer), ``engine`` (model
 registry: lazy loading, LRU, failure memory), ``loading`` (spec -> local folder, GGUF
 conversion cache, device/dtype), ``generator`` (TextGenerator), ``scheduler``
-(continuous batching), ``sampling``, ``detokenize``, ``embeddings`` and ``bench_raw``
-(throughput/determinism benchmark: ``python -m inference.bench_raw --help``).
+(continuous batching), ``sampling``, ``detokenize`` and ``embeddings``. Benchmarks live
+in ``bench/`` (``python -m bench``; batch determinism: ``python -m bench.determinism``).
 Importing this package does not import torch; the submodules do.
 """

