@@ -13,7 +13,7 @@ from typing import Any
 
 from rest_framework import serializers
 
-from gpt3dev.fields import StrictCharField
+from gpt3dev.fields import StrictCharField, strings_or_token_ids
 
 MAX_STOP_SEQUENCES = 4
 
@@ -36,20 +36,13 @@ class PromptField(serializers.Field):
             self.fail("invalid")
         if not data:
             self.fail("empty")
-        if all(isinstance(item, str) for item in data):
-            return list(data)
-        if all(_is_token_id(item) for item in data):
-            return [list(data)]
-        if all(isinstance(item, list) and item and all(_is_token_id(t) for t in item) for item in data):
-            return [list(item) for item in data]
-        self.fail("invalid")
+        prompts = strings_or_token_ids(data)
+        if prompts is None:
+            self.fail("invalid")
+        return prompts
 
     def to_representation(self, value: Any) -> Any:
         return value
-
-
-def _is_token_id(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 class StopField(serializers.Field):

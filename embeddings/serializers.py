@@ -6,13 +6,9 @@ from typing import Any
 
 from rest_framework import serializers
 
-from gpt3dev.fields import StrictCharField
+from gpt3dev.fields import StrictCharField, strings_or_token_ids
 
 MAX_INPUTS = 2048
-
-
-def _is_token_id(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 class EmbeddingInputField(serializers.Field):
@@ -26,14 +22,11 @@ class EmbeddingInputField(serializers.Field):
             raise serializers.ValidationError("must be a non-empty string or a non-empty array.")
         if len(data) > MAX_INPUTS:
             raise serializers.ValidationError(f"may hold at most {MAX_INPUTS} items, got {len(data)}.")
-        if all(isinstance(item, str) for item in data):
-            if any(item == "" for item in data):
-                raise serializers.ValidationError("must not contain empty strings.")
-            return list(data)
-        if all(_is_token_id(item) for item in data):
-            return [list(data)]
-        if all(isinstance(item, list) and item and all(_is_token_id(t) for t in item) for item in data):
-            return [list(item) for item in data]
+        inputs = strings_or_token_ids(data)
+        if inputs is not None and any(item == "" for item in inputs):
+            raise serializers.ValidationError("must not contain empty strings.")
+        if inputs is not None:
+            return inputs
         raise serializers.ValidationError(
             "must be a string, an array of strings, an array of token ids or an array of non-empty token-id arrays."
         )

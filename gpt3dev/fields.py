@@ -29,3 +29,21 @@ def _json_kind(value: Any) -> str:
     if isinstance(value, dict):
         return "an object"
     return type(value).__name__
+
+
+def is_token_id(value: Any) -> bool:
+    """A token id as a client sends it: a non-negative integer (not a boolean)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def strings_or_token_ids(data: list[Any]) -> list[str] | list[list[int]] | None:
+    """The rule that completions' ``prompt`` and embeddings' ``input`` arrays share:
+    strings; one array of token ids (a single prompt); or non-empty arrays of token ids.
+    Returns the list of prompts, or None for any other shape."""
+    if all(isinstance(item, str) for item in data):
+        return list(data)
+    if all(is_token_id(item) for item in data):
+        return [list(data)]
+    if all(isinstance(item, list) and item and all(is_token_id(t) for t in item) for item in data):
+        return [list(item) for item in data]
+    return None
