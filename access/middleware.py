@@ -15,6 +15,7 @@ from django.http import HttpRequest, HttpResponseBase
 
 from access.keys import AuthFailure, Principal, authenticate
 from access.ratelimit import LimitState, admit_request, settle_tokens
+from gpt3dev.accesslog import CLIENT_CLOSED_REQUEST
 from gpt3dev.errors import APIError, error_response
 from gpt3dev.middleware import DualModeMiddleware, is_api_path
 
@@ -28,6 +29,14 @@ def _admit(authorization: str | None) -> tuple[Principal | None, LimitState | No
     except APIError as exc:
         exc.principal = principal  # so the access log names the key that hit its limit
         raise
+
+
+def charged_tokens(record) -> int:
+    """What a request is charged when it ends: the tokens it used; a disconnected one
+    (499) the prompt and the tokens generated before its client left; a failed one 0."""
+    if record.status < 400 or record.status == CLIENT_CLOSED_REQUEST:
+        return record.used_tokens
+    return 0
 
 
 def _unauthorized(message: str) -> HttpResponseBase:
@@ -60,6 +69,7 @@ class APIKeyMiddleware(DualModeMiddleware):
             return _unauthorized(str(exc))
         except APIError as exc:
             return _limited(request, exc)
+        self._attach(request)
         return self._finish(request, self.get_response(request))
 
     async def __acall__(self, request: HttpRequest):
@@ -72,20 +82,29 @@ class APIKeyMiddleware(DualModeMiddleware):
             return _unauthorized(str(exc))
         except APIError as exc:
             return _limited(request, exc)
+        self._attach(request)
         return self._finish(request, await self.get_response(request))
 
     @staticmethod
-    def _finish(request: HttpRequest, response: HttpResponseBase) -> HttpResponseBase:
+    def _attach(request: HttpRequest) -> None:
+        """Before the view runs (so a request its client abandons still has them): the
+        key's name in the access log, and the settling of its token reservation."""
         principal, state = request.api_key, request.rate_limit
         record = getattr(request, "record", None)
-        if principal is not None and record is not None:
-            record.key_name = principal.name
+        if principal is None or record is None:
+            return
+        record.key_name = principal.name
+        if state is not None and state.principal.tokens_per_minute:
+            # The access log runs this when the answer really ends (a stream's last
+            # byte, or the client leaving).
+            record.on_end.append(lambda rec: settle_tokens(state, charged_tokens(rec)))
+
+    @staticmethod
+    def _finish(request: HttpRequest, response: HttpResponseBase) -> HttpResponseBase:
+        state = request.rate_limit
         if state is None:
             return response
         for name, value in state.headers().items():
             if name not in response:
                 response[name] = value
-        if state.principal.tokens_per_minute and record is not None:
-            # The access log runs this when the answer really ends (a stream's last byte).
-            record.on_end.append(lambda rec: settle_tokens(state, rec.used_tokens if rec.status < 400 else 0))
         return response

@@ -9,7 +9,7 @@ before the HTTP answer starts, so an overloaded queue or a bad prompt is still a
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -111,12 +111,18 @@ class SequenceResult:
         return sum(lp.logprob for lp in self.logprobs) / len(self.logprobs)
 
 
-async def collect(streams: list[PrimedStream], n: int) -> dict[tuple[int, int], SequenceResult]:
-    """Run every stream to its end: ``{(prompt key, sequence index): result}``."""
+async def collect(
+    streams: list[PrimedStream], n: int, on_tokens: Callable[[int], None] | None = None
+) -> dict[tuple[int, int], SequenceResult]:
+    """Run every stream to its end: ``{(prompt key, sequence index): result}``.
+    ``on_tokens(count)`` hears of tokens as they arrive (so a request cut short still
+    knows what it generated)."""
     results = {(s.key, i): SequenceResult() for s in streams for i in range(n)}
     try:
         async for key, delta in merge(streams):
             results[(key, delta.index)].add(delta)
+            if on_tokens is not None and delta.token_ids:
+                on_tokens(len(delta.token_ids))
     except EngineError as exc:
         raise from_engine_error(exc) from None
     return results

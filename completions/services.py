@@ -102,7 +102,8 @@ async def plan_completion(data: dict[str, Any], entry: ModelEntry) -> Plan:
     n = _cap(data.get("n") or 1, "n")
     samples = _cap(data.get("best_of") or n, "best_of")
     generator = await aload_model(entry)
-    prompts = [_prompt_ids(generator, p) for p in data["prompt"]]
+    # Tokenising is CPU work that grows with the request: off the event loop.
+    prompts = await asyncio.to_thread(lambda: [_prompt_ids(generator, p) for p in data["prompt"]])
     max_tokens = 16 if data.get("max_tokens") is None else data["max_tokens"]
     for ids in prompts:
         if len(ids) + max_tokens > generator.context_length:
@@ -142,7 +143,7 @@ async def plan_chat(data: dict[str, Any], entry: ModelEntry) -> Plan:
             param="model",
         )
     try:
-        ids = generator.render_chat(data["messages"])
+        ids = await asyncio.to_thread(generator.render_chat, data["messages"])  # off the event loop
     except InvalidInput as exc:
         raise invalid_value("messages", str(exc)) from None
     window = generator.context_length
@@ -263,7 +264,7 @@ async def run(plan: Plan) -> dict[str, Any]:
     else:
         streams = await _open(plan)
         timer.first_token()
-        results = await engine_io.collect(streams, plan.samples)
+        results = await engine_io.collect(streams, plan.samples, on_tokens=timer.tokens)
     completion_tokens = sum(len(r.token_ids) for r in results.values())
     timer.done(completion_tokens)
     choices = []

@@ -12,7 +12,7 @@ from completions import services
 from completions.serializers import ChatCompletionRequestSerializer, CompletionRequestSerializer
 from gpt3dev.errors import APIError
 from gpt3dev.http import sse_response
-from gpt3dev.views_api import validated
+from gpt3dev.views_api import avalidated
 from models_api.models import ModelEntry
 from models_api.selectors import aget_served_entry, allowed_models
 
@@ -36,7 +36,7 @@ async def _admit(request: HttpRequest, plan: services.Plan) -> None:
 
 async def _serve(request: HttpRequest, serializer_class, plan_request) -> HttpResponse:
     """Validate, find the model, plan, admit against the key's limits, then answer."""
-    data = validated(request, serializer_class)
+    data = await avalidated(request, serializer_class)
     entry = await aget_served_entry(data["model"], task=ModelEntry.Task.TEXT_GENERATION, allowed=allowed_models(request))
     plan = await plan_request(data, entry)
     await _admit(request, plan)

@@ -10,7 +10,7 @@ from django.views.decorators.http import require_POST
 from embeddings.serializers import EmbeddingRequestSerializer
 from embeddings.services import embeddings_create
 from gpt3dev.errors import APIError
-from gpt3dev.views_api import validated
+from gpt3dev.views_api import avalidated
 from models_api.models import ModelEntry
 from models_api.selectors import aget_served_entry, allowed_models
 
@@ -24,6 +24,6 @@ async def create_embeddings(request: HttpRequest) -> JsonResponse:
             "The embeddings backend is disabled on this server (ENABLE_EMBEDDINGS_BACKEND=0).",
             code="embeddings_disabled",
         )
-    data = validated(request, EmbeddingRequestSerializer)
+    data = await avalidated(request, EmbeddingRequestSerializer)
     entry = await aget_served_entry(data["model"], task=ModelEntry.Task.EMBEDDINGS, allowed=allowed_models(request))
     return JsonResponse(await embeddings_create(data=data, entry=entry))

@@ -7,13 +7,17 @@ streaming answer, wraps the body so the line is written when the last byte is se
 (or the client goes away). Callbacks registered with ``record.on_end`` run then too
 (the rate limiter settles its token reservation there).
 
+A request whose client went away (the view cancelled, or a stream closed before its
+end) is logged and counted with status 499, nginx's "client closed request": not a 5xx
+that pages anyone, and not a 200 for a stream that was cut off.
+
 ``ACCESS_LOG_FORMAT``: ``plain`` (key=value), ``json`` (one object per line) or ``off``.
 Prompts are never logged unless ``ACCESS_LOG_PROMPTS=1``.
 """
 
 from __future__ import annotations
 
-import contextvars
+import asyncio
 import json
 import logging
 import re
@@ -29,8 +33,9 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponseBase
 from django.urls import Resolver404, resolve
 
-from gpt3dev import metrics
+from gpt3dev import memory, metrics
 from gpt3dev.middleware import DualModeMiddleware
+from gpt3dev.requestcontext import current_record, set_current_record
 
 access_logger = logging.getLogger("gpt3dev.access")
 logger = logging.getLogger("gpt3dev.request")
@@ -60,12 +65,6 @@ class RequestRecord:
         return (self.prompt_tokens or 0) + (self.completion_tokens or 0)
 
 
-_current: contextvars.ContextVar[RequestRecord | None] = contextvars.ContextVar("gpt3dev_request", default=None)
-
-
-def current_record() -> RequestRecord | None:
-    """The record of the request being served here (None outside a request)."""
-    return _current.get()
 
 
 def note_request_body(body: dict[str, Any]) -> None:
@@ -89,6 +88,17 @@ def note_served_model(model_id: str) -> None:
     if record is not None:
         record.served_model = model_id
         record.model = model_id
+
+
+CLIENT_CLOSED_REQUEST = 499  # nginx's status for "the client went away before the answer ended"
+
+
+def gone_status() -> int:
+    """The status of a request cut short: 499 when its client left, 503 when the server's
+    shutdown grace ran out and cancelled it."""
+    from gpt3dev.shutdown import is_draining
+
+    return 503 if is_draining() else CLIENT_CLOSED_REQUEST
 
 
 def request_id_from(sent: str) -> str:
@@ -143,6 +153,14 @@ def _finish(request: HttpRequest, record: RequestRecord) -> None:
         metrics.request_finished(route=route, model=record.served_model or "", status=record.status, seconds=seconds)
     metrics.IN_FLIGHT.dec()
     _log_line(record, seconds)
+    memory.after_request(_content_length(request))
+
+
+def _content_length(request: HttpRequest) -> int:
+    try:
+        return int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return 0
 
 
 def _log_line(record: RequestRecord, seconds: float) -> None:
@@ -195,7 +213,7 @@ class AccessLogMiddleware(DualModeMiddleware):
     def _start(self, request: HttpRequest) -> RequestRecord:
         record = RequestRecord(request_id=request_id_from(request.headers.get("X-Request-ID", "")), method=request.method or "", path=request.path)
         request.record = record
-        _current.set(record)
+        set_current_record(record)
         metrics.IN_FLIGHT.inc()
         return record
 
@@ -215,6 +233,11 @@ class AccessLogMiddleware(DualModeMiddleware):
         record = self._start(request)
         try:
             response = await self.get_response(request)
+        except asyncio.CancelledError:
+            # Django cancels the view when the client goes away: not a server error.
+            record.status = gone_status()
+            await _afinish(request, record)
+            raise
         except BaseException:
             record.status = 500
             await _afinish(request, record)
@@ -246,6 +269,9 @@ async def _async_until_end(content: AsyncIterator[bytes], request: HttpRequest, 
     try:
         async for chunk in content:
             yield chunk
+    except (asyncio.CancelledError, GeneratorExit):
+        record.status = gone_status()  # the client left mid-stream
+        raise
     finally:
         # The client may have gone away (this generator is being closed): the line is
         # still written, and the database work runs on its own thread.
@@ -280,5 +306,8 @@ def _finish_later(request: HttpRequest, record: RequestRecord) -> None:
 def _sync_until_end(content, request: HttpRequest, record: RequestRecord):
     try:
         yield from content
+    except GeneratorExit:
+        record.status = gone_status()
+        raise
     finally:
         _finish(request, record)

@@ -16,6 +16,7 @@ import atexit
 import os
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse
@@ -28,6 +29,8 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+
+from gpt3dev.requestcontext import current_record
 
 MULTIPROC_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
 
@@ -70,6 +73,7 @@ LOAD_SECONDS = Histogram(
 IN_FLIGHT = Gauge("gpt3dev_requests_in_flight", "API requests being answered.", multiprocess_mode="livesum")
 
 _seen: set[str] = set()
+_engine_stats: Callable[[], dict[str, dict[str, int]]] | None = None
 _sampler_lock = threading.Lock()
 _refresh_lock = threading.Lock()
 _sampler_started = False
@@ -89,8 +93,6 @@ class GenerationTimer:
     """
 
     def __init__(self, model: str, *, prompt_tokens: int) -> None:
-        from gpt3dev.accesslog import current_record
-
         self.model = model
         self.prompt_tokens = prompt_tokens
         self.completion_tokens = 0
@@ -145,8 +147,6 @@ class GenerationTimer:
 
 
 def embeddings_done(model: str, *, prompt_tokens: int) -> None:
-    from gpt3dev.accesslog import current_record
-
     PROMPT_TOKENS.labels(model).inc(prompt_tokens)
     record = current_record()
     if record is not None:
@@ -164,12 +164,17 @@ def model_loaded(model: str, obj: Any, seconds: float | None) -> None:
     _start_sampler()
 
 
+def set_engine_stats_source(source: Callable[[], dict[str, dict[str, int]]]) -> None:
+    """Where the engine gauges come from: the engine registers its ``model_stats`` when
+    it is created (so this module never imports the engine)."""
+    global _engine_stats
+    _engine_stats = source
+
+
 def refresh_engine_gauges() -> None:
     """Set this process's engine gauges from the engine (cheap: no locks held long)."""
-    from models_api.engine import engine_if_started
-
-    engine = engine_if_started()
-    all_stats = engine.model_stats() if engine is not None else {}
+    source = _engine_stats
+    all_stats = source() if source is not None else {}
     loaded = set(all_stats)
     with _refresh_lock:  # the sampler thread and a scrape may run this at once
         for model in loaded | _seen:

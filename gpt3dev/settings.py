@@ -184,6 +184,10 @@ GPT3DEV = {
     "PRELOAD_MODELS": env_list("PRELOAD_MODELS"),
     "HF_HUB_OFFLINE": env_bool("HF_HUB_OFFLINE", False),
     "MAX_PROMPT_TOKENS": env_int("MAX_PROMPT_TOKENS", 0, minimum=0),  # 0: the context window only
+    # Cheap caps checked right after the JSON is parsed, before validation and tokenising.
+    "MAX_PROMPTS": env_int("MAX_PROMPTS", 256, minimum=1),  # prompts in one /v1/completions request
+    "MAX_MESSAGES": env_int("MAX_MESSAGES", 1024, minimum=1),  # messages in one chat request
+    "MAX_INPUT_CHARS": env_int("MAX_INPUT_CHARS", 2_000_000, minimum=1),  # text characters in one request
     # Local model sources must resolve inside one of these folders.
     "MODEL_LOCAL_ROOTS": [
         Path(root).expanduser()

@@ -35,6 +35,7 @@ def get_engine() -> "Engine":
                         hf_offline=conf["HF_HUB_OFFLINE"],
                     )
                 )
+                metrics.set_engine_stats_source(_engine.model_stats)
     return _engine
 
 

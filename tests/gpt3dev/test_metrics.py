@@ -118,6 +118,7 @@ def test_engine_gauges_and_load_time(monkeypatch):
     generator = FakeGenerator()
     fake_engine = FakeEngine(["fake-model"], generator)
     monkeypatch.setattr(engine_module, "_engine", fake_engine)
+    monkeypatch.setattr(metrics, "_engine_stats", fake_engine.model_stats)
     metrics.model_loaded("fake-model", generator, 2.5)
     assert sample("gpt3dev_model_load_seconds_count", model="fake-model") == 1
     assert sample("gpt3dev_model_load_seconds_sum", model="fake-model") == 2.5
@@ -161,3 +162,17 @@ def test_counts_add_up_over_several_workers(tmp_path):
         assert len(pids) >= 2, sorted(p.name for p in multiproc.glob("*.db"))  # both workers wrote samples
     finally:
         server.stop()
+
+
+def test_metrics_imports_neither_the_engine_nor_the_access_log():
+    """No import cycle metrics -> models_api.engine -> metrics (or through selectors and
+    the access log): the engine registers its stats with metrics instead."""
+    import ast
+    from pathlib import Path
+
+    import gpt3dev.metrics
+
+    tree = ast.parse(Path(gpt3dev.metrics.__file__).read_text())
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    assert not {name for name in imported if name and (name.startswith("models_api") or name == "gpt3dev.accesslog")}
