@@ -90,7 +90,10 @@ def test_several_prompts_and_n(openai_client):
     assert completion.choices[0].text == completion.choices[1].text  # greedy: both samples agree
     assert "Paris" in completion.choices[0].text
     assert completion.choices[2].text.strip().startswith("4")
-    assert completion.usage.prompt_tokens == 5 + 6 or completion.usage.prompt_tokens > 0
+    # usage counts each prompt once (not once per sample): the sum of the prompts alone
+    alone = [openai_client.completions.create(model=MODEL, prompt=p, max_tokens=1, temperature=0).usage.prompt_tokens
+             for p in ("The capital of France is", "1, 2, 3,")]
+    assert completion.usage.prompt_tokens == sum(alone)
 
 
 def test_token_id_prompt_and_echo_with_logprobs(openai_client):
@@ -136,6 +139,17 @@ def test_best_of_returns_n(openai_client):
     completion = openai_client.completions.create(model=MODEL, prompt="Hello,", max_tokens=4, n=1, best_of=3,
                                                   temperature=1, seed=7)
     assert len(completion.choices) == 1 and completion.choices[0].logprobs is None
+    # The same seed without ranking shows all three candidates (each sample has its own
+    # seeded stream); the one returned must be the one with the best mean logprob.
+    candidates = openai_client.completions.create(model=MODEL, prompt="Hello,", max_tokens=4, n=3, best_of=3,
+                                                  temperature=1, seed=7, logprobs=0)
+
+    def mean(choice) -> float:
+        return sum(choice.logprobs.token_logprobs) / len(choice.logprobs.token_logprobs)
+
+    ranked = sorted(candidates.choices, key=mean, reverse=True)
+    assert len({c.text for c in ranked}) > 1, "the three samples should differ at temperature 1"
+    assert completion.choices[0].text == ranked[0].text
 
 
 def test_errors_through_the_sdk(openai_client):
