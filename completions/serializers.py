@@ -13,6 +13,8 @@ from typing import Any
 
 from rest_framework import serializers
 
+from completions.structured import GuidedFieldsMixin, ResponseFormatSerializer, constraint_fields
+from completions.tools import validate_tools
 from gpt3dev.fields import StrictCharField, strings_or_token_ids
 
 MAX_STOP_SEQUENCES = 4
@@ -94,8 +96,9 @@ class StreamOptionsSerializer(serializers.Serializer):
     continuous_usage_stats = serializers.BooleanField(required=False, default=False)
 
 
-class SamplingRequestSerializer(serializers.Serializer):
-    """The fields both generation endpoints share."""
+class SamplingRequestSerializer(GuidedFieldsMixin, serializers.Serializer):
+    """The fields both generation endpoints share (the constrained-output ones come from
+    :class:`completions.structured.GuidedFieldsMixin`)."""
 
     model = StrictCharField()
     max_tokens = serializers.IntegerField(required=False, allow_null=True, min_value=0)
@@ -123,6 +126,7 @@ class SamplingRequestSerializer(serializers.Serializer):
         return value
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        attrs = super().validate(attrs)
         if attrs.get("stream_options") is not None and not attrs.get("stream"):
             raise serializers.ValidationError({"stream_options": "is only allowed when stream is true."})
         return attrs
@@ -163,17 +167,35 @@ class ContentPartSerializer(serializers.Serializer):
 ROLES = ("system", "developer", "user", "assistant", "tool")
 
 
+class ToolCallFunctionSerializer(serializers.Serializer):
+    name = StrictCharField()
+    arguments = StrictCharField(allow_blank=True, trim_whitespace=False)
+
+
+class ToolCallSerializer(serializers.Serializer):
+    id = StrictCharField(required=False, allow_blank=True, default="")
+    type = serializers.ChoiceField(choices=["function"], required=False, default="function")
+    function = ToolCallFunctionSerializer()
+
+
 class MessageSerializer(serializers.Serializer):
     role = serializers.ChoiceField(choices=ROLES)
     content = serializers.JSONField(required=False, allow_null=True)
     name = serializers.CharField(required=False, allow_blank=True)
     tool_call_id = serializers.CharField(required=False, allow_blank=True)
-    tool_calls = serializers.JSONField(required=False, allow_null=True)
+    tool_calls = ToolCallSerializer(many=True, required=False, allow_null=True)
+    function_call = ToolCallFunctionSerializer(required=False, allow_null=True)  # the older name
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         content = attrs.get("content")
-        if attrs.get("tool_calls"):
-            raise serializers.ValidationError({"tool_calls": "tool calls are not supported by this server."})
+        calls = [
+            {"id": c["id"], "name": c["function"]["name"], "arguments": c["function"]["arguments"]}
+            for c in attrs.get("tool_calls") or []
+        ]
+        if attrs.get("function_call"):
+            calls.append({"id": "", **attrs["function_call"]})
+        if calls and attrs["role"] != "assistant":
+            raise serializers.ValidationError({"tool_calls": "only assistant messages carry tool calls."})
         if isinstance(content, str):
             text = content
         elif isinstance(content, list) and content:
@@ -186,20 +208,12 @@ class MessageSerializer(serializers.Serializer):
         else:
             raise serializers.ValidationError({"content": "must be a string or a non-empty array of text parts."})
         role = "system" if attrs["role"] == "developer" else attrs["role"]
-        return {"role": role, "content": text}
-
-
-class ResponseFormatSerializer(serializers.Serializer):
-    type = serializers.ChoiceField(choices=["text", "json_object", "json_schema"])
-    json_schema = serializers.JSONField(required=False)
-
-    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        if attrs["type"] != "text":
-            raise serializers.ValidationError(
-                {"type": f"'{attrs['type']}' is not supported yet: this server cannot constrain output to JSON, "
-                         "and will not pretend to. Use 'text'."}
-            )
-        return attrs
+        message: dict[str, Any] = {"role": role, "content": text}
+        if calls:
+            message["tool_calls"] = calls
+        if role == "tool":
+            message["tool_call_id"] = attrs.get("tool_call_id", "")
+        return message
 
 
 class ChatCompletionRequestSerializer(SamplingRequestSerializer):
@@ -210,17 +224,16 @@ class ChatCompletionRequestSerializer(SamplingRequestSerializer):
     response_format = ResponseFormatSerializer(required=False, allow_null=True)
     tools = serializers.JSONField(required=False, allow_null=True)
     tool_choice = serializers.JSONField(required=False, allow_null=True)
+    parallel_tool_calls = serializers.BooleanField(required=False, allow_null=True)
     functions = serializers.JSONField(required=False, allow_null=True)
     function_call = serializers.JSONField(required=False, allow_null=True)
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         attrs = super().validate(attrs)
-        for field in ("tools", "functions"):
-            if attrs.get(field):
-                raise serializers.ValidationError({field: "tool and function calling are not supported by this server."})
-        for field in ("tool_choice", "function_call"):
-            if attrs.get(field) not in (None, "none", "auto"):
-                raise serializers.ValidationError({field: "tool and function calling are not supported by this server."})
+        attrs["tool_plan"] = validate_tools(attrs)
+        vllm = [f for f in constraint_fields(attrs) if f != "response_format"]
+        if attrs["tool_plan"] is not None and vllm:
+            raise serializers.ValidationError({vllm[0]: "cannot be combined with tools; use response_format for the text reply."})
         if attrs.get("max_tokens") == 0:
             raise serializers.ValidationError({"max_tokens": "must be at least 1."})
         if attrs.get("top_logprobs") is not None and not attrs.get("logprobs"):

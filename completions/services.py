@@ -12,17 +12,19 @@ from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 
-from completions import engine_io
+from completions import engine_io, structured, tools
 from completions.engine_io import PrimedStream, SequenceResult
 from gpt3dev import metrics
 from gpt3dev.errors import APIError, error_payload, from_engine_error, invalid_value
 from gpt3dev.http import SSE_DONE, sse_frame
+from inference.constraints import GrammarSpec
 from inference.errors import InvalidInput
 from inference.types import GenerationRequest, SamplingParams, TokenLogprob
 from models_api.engine import aload_model
 from models_api.models import ModelEntry
 
 if TYPE_CHECKING:  # the engine pulls in torch: import it only where a model is used
+    from inference.constraints import Grammar
     from inference.generator import TextGenerator
 
 SYSTEM_FINGERPRINT = "fp_gpt3dev"
@@ -43,6 +45,8 @@ class Plan:
     include_usage: bool
     logprobs: int | None  # what the client asked for (completions: 0..5; chat: top_logprobs)
     echo: bool = False
+    grammar: Grammar | None = None  # every sequence's output must match it
+    tools: tools.ToolPlan | None = None  # answers may be tool calls
     id: str = ""
     created: int = field(default_factory=lambda: int(time.time()))
 
@@ -81,6 +85,29 @@ def _sampling(data: dict[str, Any], *, max_tokens: int, logprobs: int | None) ->
         min_tokens=value("min_tokens", 0),
         ignore_eos=bool(data.get("ignore_eos")),
     )
+
+
+async def _compile(generator: TextGenerator, spec: GrammarSpec | None) -> Grammar | None:
+    """Compile a request's grammar when it arrives (cached by the schema's hash)."""
+    if spec is None:
+        return None
+    try:
+        return await generator.compile_grammar(spec, timeout_s=settings.GPT3DEV["GRAMMAR_COMPILE_TIMEOUT"])
+    except InvalidInput as exc:
+        raise APIError(400, str(exc), param=exc.param) from None
+
+
+async def _chat_grammar(generator: TextGenerator, data: dict[str, Any]) -> Grammar | None:
+    """response_format / structured_outputs, or with tools the grammar of calls (whose
+    text branch follows response_format); each schema is checked on its own first so
+    an error names it."""
+    own = await _compile(generator, structured.grammar_spec(data))
+    plan = data.get("tool_plan")
+    if plan is None:
+        return own
+    for spec in tools.parameter_specs(plan):
+        await _compile(generator, spec)
+    return await _compile(generator, tools.grammar(plan, structured.response_schema(data)))
 
 
 def _prompt_ids(generator: TextGenerator, prompt: str | list[int]) -> list[int]:
@@ -124,6 +151,7 @@ async def plan_completion(data: dict[str, Any], entry: ModelEntry) -> Plan:
         include_usage=bool(stream_options.get("include_usage")),
         logprobs=asked,
         echo=bool(data.get("echo")),
+        grammar=await _compile(generator, structured.grammar_spec(data)),
     )
 
 
@@ -142,8 +170,14 @@ async def plan_chat(data: dict[str, Any], entry: ModelEntry) -> Plan:
             f"The model '{entry.model_id}' has no chat template; use /v1/completions or set a template in the registry.",
             param="model",
         )
+    plan_tools: tools.ToolPlan | None = data.get("tool_plan")
+    take_tools = generator.template_takes_tools
+    messages = tools.render_messages(data["messages"], plan_tools, template_tools=take_tools)
     try:
-        ids = await asyncio.to_thread(generator.render_chat, data["messages"])  # off the event loop
+        ids = await asyncio.to_thread(  # off the event loop
+            generator.render_chat, messages,
+            tools=[t.openai() for t in plan_tools.tools] if plan_tools and take_tools else None,
+        )
     except InvalidInput as exc:
         raise invalid_value("messages", str(exc)) from None
     window = generator.context_length
@@ -166,6 +200,8 @@ async def plan_chat(data: dict[str, Any], entry: ModelEntry) -> Plan:
         stream=bool(data.get("stream")),
         include_usage=bool(stream_options.get("include_usage")),
         logprobs=logprobs,
+        grammar=await _chat_grammar(generator, data),
+        tools=plan_tools,
     )
 
 
@@ -176,6 +212,7 @@ async def _open(plan: Plan) -> list[PrimedStream]:
             prompt_token_ids=tuple(ids),
             sampling=plan.sampling,
             n=plan.samples,
+            grammar=plan.grammar,
         )
         for key, ids in enumerate(plan.prompts)
     ]
@@ -282,11 +319,14 @@ async def run(plan: Plan) -> dict[str, Any]:
 
 def _choice(plan: Plan, index: int, result: SequenceResult, echo) -> dict[str, Any]:
     if plan.kind == "chat.completion":
+        message, finish = {"role": "assistant", "content": result.text, "refusal": None}, result.finish_reason
+        if plan.tools is not None:
+            message, finish = tools.message(plan.tools, result.text, result.finish_reason)
         return {
             "index": index,
-            "message": {"role": "assistant", "content": result.text, "refusal": None},
+            "message": message,
             "logprobs": _chat_logprobs(result.logprobs) if plan.logprobs is not None else None,
-            "finish_reason": result.finish_reason,
+            "finish_reason": finish,
         }
     prefix, prompt_scored = echo if echo else ("", [])
     logprobs = None
@@ -310,6 +350,7 @@ async def _sse(plan: Plan, streams: list[PrimedStream], echo) -> AsyncIterator[b
     completion_tokens = 0
     timer = metrics.GenerationTimer(plan.entry.model_id, prompt_tokens=sum(len(ids) for ids in plan.prompts))
     offsets: dict[int, int] = {}
+    calls: dict[int, tools.DeltaStream] = {}
     try:
         for key in range(len(plan.prompts)):
             for i in range(plan.n):
@@ -338,6 +379,15 @@ async def _sse(plan: Plan, streams: list[PrimedStream], echo) -> AsyncIterator[b
                 else:
                     logprobs = _text_completion_logprobs([(lp.token, lp) for lp in delta.logprobs], offsets.get(index, 0))
                     offsets[index] = offsets.get(index, 0) + sum(len(lp.token) for lp in delta.logprobs)
+            if plan.tools is not None:
+                stream = calls.setdefault(index, tools.DeltaStream(legacy=plan.tools.legacy))
+                final = delta.finish_reason is not None
+                parts = stream.feed(delta.text, final=final) or ([{}] if logprobs or final else [])
+                for j, part in enumerate(parts):
+                    last = j == len(parts) - 1
+                    finish = stream.finish_reason(delta.finish_reason) if last else None
+                    yield _chunk(plan, index, {"delta": part, "logprobs": logprobs if j == 0 else None}, usage_field, finish=finish)
+                continue
             body = {"delta": {"content": delta.text}} if chat else {"text": delta.text}
             if chat and delta.finish_reason is not None and not delta.text:
                 body = {"delta": {}}

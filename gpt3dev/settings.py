@@ -188,6 +188,9 @@ GPT3DEV = {
     "MAX_PROMPTS": env_int("MAX_PROMPTS", 256, minimum=1),  # prompts in one /v1/completions request
     "MAX_MESSAGES": env_int("MAX_MESSAGES", 1024, minimum=1),  # messages in one chat request
     "MAX_INPUT_CHARS": env_int("MAX_INPUT_CHARS", 2_000_000, minimum=1),  # text characters in one request
+    # Longest a grammar (a JSON schema, regex, choice list, Lark grammar) may take to
+    # compile before the request is a 400; compiled grammars are cached.
+    "GRAMMAR_COMPILE_TIMEOUT": env_int("GRAMMAR_COMPILE_TIMEOUT", 10, minimum=1),
     # Local model sources must resolve inside one of these folders.
     "MODEL_LOCAL_ROOTS": [
         Path(root).expanduser()

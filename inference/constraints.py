@@ -85,7 +85,35 @@ def lark_json(schema: dict[str, Any]) -> str:
 
 def _with_layout(schema: dict[str, Any]) -> dict[str, Any]:
     guidance = dict(JSON_LAYOUT) | dict(schema.get("x-guidance") or {})
-    return dict(schema) | {"x-guidance": guidance}
+    return _closed(schema) | {"x-guidance": guidance}
+
+
+_DATA_KEYS = {"enum", "const", "default", "examples", "x-guidance"}
+_SCHEMA_MAPS = {"properties", "patternProperties", "$defs", "definitions", "dependentSchemas"}
+
+
+def _closed(schema: Any) -> Any:
+    """A copy in which objects that list ``properties`` and say nothing about others get
+    no others (``additionalProperties: false``), as vLLM's xgrammar back-end does: a small
+    model otherwise keeps inventing keys until ``max_tokens``. Every answer still
+    validates against the original schema."""
+    if isinstance(schema, list):
+        return [_closed(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {}
+    for key, value in schema.items():
+        if key in _DATA_KEYS:
+            out[key] = value
+        elif key in _SCHEMA_MAPS and isinstance(value, dict):  # name -> schema: never a schema itself
+            out[key] = {name: _closed(sub) for name, sub in value.items()}
+        else:
+            out[key] = _closed(value)
+    if isinstance(schema.get("properties"), dict) and not {
+        "additionalProperties", "patternProperties", "unevaluatedProperties"
+    } & schema.keys():
+        out["additionalProperties"] = False
+    return out
 
 
 class Grammar:

@@ -130,3 +130,15 @@ def test_compile_is_cached_and_bounded_in_time(smol):
     grammar = compile_(smol, spec)
     assert smol.constraints.cached(spec)
     assert compile_(smol, spec, timeout_s=1e-9)._template is grammar._template  # a hit never waits
+
+
+def test_objects_that_list_properties_get_no_others(smol):
+    """As vLLM's xgrammar back-end: no invented keys, and the answer still validates."""
+    open_schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
+    grammar = compile_(smol, json_schema_spec(open_schema, param="schema"))
+    ok, extra = grammar.matcher(), grammar.matcher()
+    assert all(ok.advance(t) for t in smol.encode('{"a": 1}')) and ok.can_end()
+    assert not all(extra.advance(t) for t in smol.encode('{"a": 1, "b": 2}'))
+    anything = compile_(smol, json_schema_spec({"type": "object", "additionalProperties": True, "properties": {}}, param="s"))
+    m = anything.matcher()
+    assert all(m.advance(t) for t in smol.encode('{"b": 2}')) and m.can_end()

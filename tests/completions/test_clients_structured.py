@@ -1,0 +1,58 @@
+"""The real client libraries, unchanged, against the real server and SmolLM2: LangChain's
+``with_structured_output`` (each method) and ``bind_tools``."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import BaseModel, Field
+
+pytestmark = [pytest.mark.e2e, pytest.mark.model]
+
+MODEL = "SmolLM2-135M-Instruct"
+
+
+class City(BaseModel):
+    """A city and its country."""
+
+    name: str = Field(max_length=30)
+    country: str = Field(max_length=30)
+
+
+@pytest.fixture(scope="module")
+def llm(live_server_url):
+    from langchain_openai import ChatOpenAI
+
+    return ChatOpenAI(base_url=f"{live_server_url}/v1", api_key="not-needed", model=MODEL,
+                      temperature=0, max_tokens=60, max_retries=0, timeout=300)
+
+
+@pytest.mark.parametrize("method", [None, "json_schema", "function_calling"])
+def test_langchain_with_structured_output_pydantic(llm, method):
+    kwargs = {} if method is None else {"method": method}
+    city = llm.with_structured_output(City, **kwargs).invoke("Which city is the capital of France?")
+    assert isinstance(city, City) and city.name and city.country
+
+
+def test_langchain_json_mode(llm):
+    schema = {"title": "city", "description": "A city", "type": "object",
+              "properties": {"name": {"type": "string"}}, "required": ["name"]}
+    out = llm.with_structured_output(schema, method="json_mode", include_raw=True).invoke(
+        "Answer in JSON: which city is the capital of France?")
+    assert out["parsing_error"] is None and isinstance(out["parsed"], dict)
+
+
+def test_langchain_bind_tools(llm):
+    from langchain_core.tools import tool
+
+    @tool
+    def get_weather(city: str) -> str:
+        """The weather in a city now."""
+        return f"sunny in {city}"
+
+    message = llm.bind_tools([get_weather], tool_choice="get_weather").invoke("What is the weather in Paris?")
+    assert message.tool_calls and message.tool_calls[0]["name"] == "get_weather"
+    assert isinstance(message.tool_calls[0]["args"]["city"], str)
+    result = get_weather.invoke(message.tool_calls[0])  # a ToolMessage, fed back as history
+    answer = llm.bind_tools([get_weather]).invoke(
+        [("user", "What is the weather in Paris?"), message, result])
+    assert answer.content or answer.tool_calls
