@@ -29,7 +29,7 @@ from typing import Any
 
 import httpx
 
-from . import client, raw, report
+from . import client, raw, report, structured
 from .background import BackgroundLoad
 from .server import ROOT, UvicornServer, first_answer, measure_cold_start, resident_memory
 
@@ -58,6 +58,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--endpoints", default="completions,chat", help="completions,chat (default %(default)s)")
     parser.add_argument("--no-ignore-eos", action="store_true",
                         help="do not send ignore_eos (requests may then stop before --max-tokens)")
+    parser.add_argument("--constrained-levels", default="1,8",
+                        help="concurrency levels of the json_schema chat vs plain chat scenario ('' to skip; default %(default)s)")
     parser.add_argument("--raw-repeats", type=int, default=3, help="raw timings are medians of this many runs")
     parser.add_argument("--skip-raw", action="store_true", help="no raw measurement (no ratios)")
     parser.add_argument("--skip-cold-start", action="store_true", help="no cold-start measurement")
@@ -73,6 +75,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.raw_repeats = 1
     args.levels = sorted({int(x) for x in str(args.levels).split(",") if x.strip()})
     args.endpoints = [e.strip() for e in args.endpoints.split(",") if e.strip()]
+    args.constrained_levels = [] if args.quick and args.constrained_levels == "1,8" else sorted(
+        {int(x) for x in str(args.constrained_levels).split(",") if x.strip()})
     for endpoint in args.endpoints:
         if endpoint not in client.ENDPOINT_PATHS:
             parser.error(f"unknown endpoint {endpoint!r}: choose from {', '.join(client.ENDPOINT_PATHS)}")
@@ -156,6 +160,19 @@ def run_levels(base_url: str, args: argparse.Namespace, progress: Progress, raw_
                                    max_tokens=args.max_tokens, ignore_eos=not args.no_ignore_eos,
                                    api_key=args.api_key, on_done=progress.step)
             results["server"][endpoint].append(client.summarize(run))
+    if args.constrained_levels:
+        def level_run(url: str, endpoint: str, level: int, count: int) -> Any:
+            return client.run_level(url, endpoint, level, count, model=args.model, max_tokens=args.max_tokens,
+                                    ignore_eos=not args.no_ignore_eos, api_key=args.api_key, on_done=progress.step)
+
+        results["constrained"] = {"levels": structured.run_constrained(
+            base_url, args.constrained_levels, lambda c: requests_for(args, c), run_level=level_run,
+            summarize=client.summarize, on_phase=progress.phase)}
+        if raw_model is not None:
+            from inference.generator import eos_ids_of
+
+            tok = raw_model.tokenizer
+            results["constrained"]["compile"] = structured.measure_compile(tok, len(tok), eos_ids_of(raw_model.model, tok))
 
 
 def ensure_model_cached(args: argparse.Namespace) -> None:
@@ -261,6 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     }}
     raw_steps = 0 if args.skip_raw else len(args.endpoints) * len(args.levels)
     total = raw_steps + len(args.endpoints) * sum(requests_for(args, c) for c in args.levels)
+    total += 2 * sum(requests_for(args, c) for c in args.constrained_levels)
     progress = Progress(total, enabled=not args.no_progress)
     background = BackgroundLoad(server_pid=args.pid if args.base_url else None)
     try:

@@ -22,7 +22,8 @@ import httpx
 
 from .prompts import chat_messages, prompt
 
-ENDPOINT_PATHS = {"completions": "/v1/completions", "chat": "/v1/chat/completions"}
+# chat_json: the chat request with a json_schema response_format (bench.structured).
+ENDPOINT_PATHS = {"completions": "/v1/completions", "chat": "/v1/chat/completions", "chat_json": "/v1/chat/completions"}
 
 
 @dataclass
@@ -55,8 +56,12 @@ def request_body(endpoint: str, i: int, *, model: str, max_tokens: int, ignore_e
     }
     if ignore_eos:
         body["ignore_eos"] = True  # a vLLM/llama.cpp extension: every request decodes max_tokens
-    if endpoint == "chat":
+    if endpoint in ("chat", "chat_json"):
         body["messages"] = chat_messages(i)
+        if endpoint == "chat_json":
+            from .structured import RESPONSE_FORMAT
+
+            body["response_format"] = RESPONSE_FORMAT
     else:
         body["prompt"] = prompt(i)
     return body

@@ -107,6 +107,10 @@ def render_table(results: dict[str, Any]) -> str:
                 f"{_fmt(row['raw_tpot_ms']):>7} {_fmt(row['tpot_ratio'], '.2f'):>5}  "
                 f"{_fmt(lvl['itl_ms']['p50']):>6} {_fmt(lvl['e2e_ms']['p50']):>7}"
             )
+    if results.get("constrained"):
+        from .structured import render
+
+        lines += render(results["constrained"])
     memory = results.get("memory")
     if memory:
         parts = [f"{name.replace('_', ' ')} {m['rss_mb']} MB resident (peak {m.get('peak_rss_mb', '-')})"

@@ -19,7 +19,7 @@ def test_bench_quick_run_writes_results_and_plot(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     env.pop("DJANGO_SETTINGS_MODULE", None)
     result = subprocess.run(
-        [sys.executable, "-m", "bench", "--quick", "--no-progress", "--out", str(out)],
+        [sys.executable, "-m", "bench", "--quick", "--constrained-levels", "1", "--no-progress", "--out", str(out)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -45,6 +45,14 @@ def test_bench_quick_run_writes_results_and_plot(tmp_path):
     assert memory["after_warmup"]["rss_mb"] > 100 and memory["rss_mb"] == memory["after_warmup"]["rss_mb"]
     assert results["cold_start"]["with_model_cache"]["first_answer_s"] >= results["cold_start"]["with_model_cache"]["healthz_s"] > 0
     assert any(t["target"] == "no failures at any level" and t["met"] for t in results["targets"])
+    (constrained,) = results["constrained"]["levels"]
+    assert constrained["concurrency"] == 1 and constrained["tpot_p50_ratio"] > 0
+    assert constrained["plain"]["failures"] == 0 and constrained["json_schema"]["failures"] == 0
+    assert constrained["json_schema"]["output_tokens"] > 0
+    compile_ = results["constrained"]["compile"]
+    assert compile_["tokenizer_info_ms"] > 0
+    assert all(c["cold_ms"] > 0 and c["cached_ms"] >= 0 for c in compile_["schemas"].values())
+    assert "constrained decoding: json_schema chat vs plain chat" in result.stdout
     png = (out / "bench.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 10_000
     assert (out / "server.log").exists()
