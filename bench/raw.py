@@ -60,14 +60,17 @@ class RawModel:
         return {"folder": str(self.folder), "device": self.device, "dtype": self.dtype, "torch_threads": self.threads}
 
 
-def load_raw_model(model_id: str, *, source: str | None = None, cache_dir: Path | None = None) -> RawModel:
-    """Load ``model_id`` the way the engine does. ``source`` is ``TYPE:SOURCE``
+def load_raw_model(
+    model_id: str, *, source: str | None = None, cache_dir: Path | None = None, dtype: str = "auto"
+) -> RawModel:
+    """Load ``model_id`` the way the engine does, in ``dtype`` (a registry dtype name,
+    ``int8``/``int4`` included). ``source`` is ``TYPE:SOURCE``
     (``package:pkg/file.gguf``, ``local:/path``, ``hub:owner/repo``) for models that are
     not in :data:`DEFAULT_SOURCES`."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
-    from inference.loading import choose_device, choose_dtype, is_offline, resolve_model_folder
+    from inference.loading import choose_device, is_offline, load_causal_lm, resolve_model_folder, weight_format
     from inference.types import ModelSpec
 
     if source:
@@ -76,13 +79,13 @@ def load_raw_model(model_id: str, *, source: str | None = None, cache_dir: Path 
         source_type, path = DEFAULT_SOURCES[model_id]
     else:
         raise SystemExit(f"no raw source known for model {model_id!r}: pass --raw-source TYPE:SOURCE or --skip-raw")
-    spec = ModelSpec(id=model_id, task="text-generation", source_type=source_type, source=path)  # type: ignore[arg-type]
-    folder = resolve_model_folder(spec, cache_dir or default_cache_dir(), is_offline(False))
+    spec = ModelSpec(id=model_id, task="text-generation", source_type=source_type, source=path, dtype=dtype)  # type: ignore[arg-type]
+    cache = cache_dir or default_cache_dir()
+    folder = resolve_model_folder(spec, cache, is_offline(False))
     device = choose_device(spec.device, os.environ.get("DEFAULT_DEVICE", "auto"))
-    dtype = choose_dtype(spec.dtype, device)
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
-    model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype).to(device).eval()
-    return RawModel(model, tokenizer, folder, str(device), str(dtype).removeprefix("torch."), torch.get_num_threads())
+    model = load_causal_lm(folder, spec, device, cache_dir=cache)
+    return RawModel(model, tokenizer, folder, str(device), weight_format(model), torch.get_num_threads())
 
 
 def prompt_ids(tokenizer: Any, endpoint: str, count: int) -> list[list[int]]:

@@ -81,6 +81,7 @@ class Embedder:
         self.model = model
         self.tokenizer = tokenizer
         self.device = device
+        self.weight_format: str = str(next(model.parameters()).dtype).removeprefix("torch.")
         self.pooling = read_pooling(folder)
         self.max_length: int = int(spec.max_context_tokens or read_max_length(folder, model, tokenizer))
         hidden = getattr(model.config, "hidden_size", None)

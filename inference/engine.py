@@ -20,7 +20,7 @@ from typing import Any
 from .embeddings import Embedder, EmbeddingResult
 from .errors import ModelUnavailable
 from .generator import TextGenerator
-from .loading import choose_device, choose_dtype, is_offline, resolve_model_folder
+from .loading import choose_device, choose_dtype, is_offline, load_causal_lm, resolve_model_folder, weight_scheme
 from .types import ModelSpec
 
 __all__ = ["Engine", "EngineConfig", "TextGenerator", "Embedder", "EmbeddingResult"]
@@ -30,15 +30,14 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class EngineConfig:
-    cache_dir: Path  # GGUF conversions, keyed by the file's sha256
+    cache_dir: Path  # GGUF conversions (keyed by the file's sha256) and int8/int4 weights
     max_loaded_models: int = 4  # LRU eviction beyond this
     max_batch_size: int = 16  # max sequences decoding together per model
     max_queue: int = 256  # sequences waiting per model; beyond -> EngineOverloaded
     default_device: str = "auto"  # for specs saying "auto": cuda, then mps, then cpu
     hf_offline: bool = False  # HF_HUB_OFFLINE in the environment is honoured too
     failure_ttl_s: float = 30.0  # how long a failed load is remembered
-    # What dtype "auto" means on CPU. float32 keeps greedy/seeded output identical alone
-    # or batched; "bfloat16" is faster on AMX/avx512-bf16 CPUs but batch-dependent.
+    # What dtype "auto" means on CPU (see the README's "dtype, device and determinism").
     cpu_auto_dtype: str = "float32"
 
 
@@ -139,19 +138,24 @@ class Engine:
         return obj
 
     def _load(self, spec: ModelSpec) -> Any:
-        from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoModel, AutoTokenizer
 
         offline = is_offline(self.config.hf_offline)
         folder = resolve_model_folder(spec, Path(self.config.cache_dir), offline)
         device = choose_device(spec.device, self.config.default_device)
         dtype = choose_dtype(spec.dtype, device, cpu_auto=self.config.cpu_auto_dtype)
         common = {"trust_remote_code": spec.trust_remote_code}
-        log.info("loading %s from %s on %s as %s", spec.id, folder, device, dtype)
         tokenizer = AutoTokenizer.from_pretrained(str(folder), **common)
         if spec.task == "embeddings":
+            if weight_scheme(spec.dtype, device, "float32") is not None:
+                raise ModelUnavailable(f"model {spec.id!r}: int8/int4 apply to text-generation models only")
+            log.info("loading %s from %s on %s as %s", spec.id, folder, device, dtype)
             model = AutoModel.from_pretrained(str(folder), dtype=dtype, **common).to(device).eval()
             return Embedder(spec, model, tokenizer, folder, device)
-        model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype, **common).to(device).eval()
+        log.info("loading %s from %s on %s (dtype %s)", spec.id, folder, device, spec.dtype)
+        model = load_causal_lm(
+            folder, spec, device, cache_dir=Path(self.config.cache_dir), cpu_auto=self.config.cpu_auto_dtype
+        )
         return TextGenerator(
             spec, model, tokenizer, device,
             max_batch_size=self.config.max_batch_size, max_queue=self.config.max_queue,

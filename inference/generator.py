@@ -13,6 +13,7 @@ import torch
 from .constraints import ConstraintCompiler, Grammar, GrammarSpec
 from .detokenize import TokenTable
 from .errors import InvalidInput
+from .loading import weight_format
 from .scheduler import Scheduler
 from .threads import run_in_fresh_thread
 from .types import GenerationRequest, ModelSpec, SequenceDelta, TokenLogprob, TopLogprob
@@ -61,6 +62,7 @@ class TextGenerator:
         self.eos_ids = eos_ids_of(model, tokenizer)
         self.dtype = next(model.parameters()).dtype
         self.constraints = ConstraintCompiler(tokenizer, vocab_size=self.vocab_size, eos_ids=self.eos_ids)
+        self.weight_format: str = weight_format(model)  # 'int8', 'int4', 'float32', ...
         self._scheduler = Scheduler(
             model,
             self.table,

@@ -9,7 +9,8 @@ Responsibilities:
   dequantisation (the conversion is written to a temp folder and renamed into place,
   so concurrent processes never see half a folder);
 * pick the device and dtype ("auto" rules live in :func:`choose_device` and
-  :func:`choose_dtype`).
+  :func:`choose_dtype`), and load a causal LM in it (:func:`load_causal_lm`): the
+  weight formats ``int8``/``int4`` go through :mod:`inference.quant` and its cache.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Any
 
 import torch
 
-from . import sources
+from . import quant, sources
 from .errors import ModelUnavailable
 from .types import ModelSpec
 
@@ -58,17 +59,17 @@ def choose_device(requested: str, default_device: str = "auto") -> torch.device:
 
 
 def choose_dtype(requested: str, device: torch.device, cpu_auto: str = "float32") -> torch.dtype:
-    """Resolve a dtype name. 'auto': bfloat16 on CUDA with bf16 support (else float16),
-    float16 on MPS, ``cpu_auto`` (float32 unless the engine config says otherwise) on CPU.
+    """The compute dtype for a dtype name. 'auto': bfloat16 on CUDA with bf16 support
+    (else float16), float16 on MPS, ``cpu_auto`` on CPU. The weight formats ``int8`` and
+    ``int4`` compute in float32 (see :mod:`inference.quant`).
 
-    Why float32 on CPU: in bfloat16 the numerics of a row depend on the shape of the
+    Why not bfloat16 on CPU: in bfloat16 the numerics of a row depend on the shape of the
     batch it is computed in (matmul blocking, padding), so greedy argmax ties flip: with
     SmolLM2, 9 of 16 greedy requests produced different tokens batched than alone
     (``python -m bench.determinism``), versus 0 of 16 in float32.
-    bfloat16 is faster on CPUs with AMX/avx512-bf16, so it stays one setting away
-    (``EngineConfig.cpu_auto_dtype`` or a spec's explicit dtype).
     """
     table = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    table.update({scheme: torch.float32 for scheme in quant.QUANT_SCHEMES})
     if requested in table:
         return table[requested]
     if requested != "auto":
@@ -78,6 +79,37 @@ def choose_dtype(requested: str, device: torch.device, cpu_auto: str = "float32"
     if device.type == "mps":
         return torch.float16
     return table.get(cpu_auto, torch.float32)
+
+
+def weight_scheme(requested: str, device: torch.device, cpu_auto: str = "float32") -> str | None:
+    """'int8' or 'int4' where the spec (or 'auto' on CPU) asks for quantized weights, else None."""
+    name = cpu_auto if requested == "auto" and device.type == "cpu" else requested
+    if name not in quant.QUANT_SCHEMES:
+        return None
+    if device.type != "cpu":
+        raise ModelUnavailable(f"dtype {name!r} is a CPU weight format; this model is placed on {device.type}")
+    return name
+
+
+def load_causal_lm(
+    folder: Path, spec: ModelSpec, device: torch.device, *, cache_dir: Path, cpu_auto: str = "float32"
+) -> Any:
+    """The causal LM of ``folder`` in the spec's dtype on ``device``, in eval mode."""
+    from transformers import AutoModelForCausalLM
+
+    scheme = weight_scheme(spec.dtype, device, cpu_auto)
+    if scheme is not None:
+        return quant.load_quantized_model(
+            folder, scheme, cache_dir, dtype=torch.float32, trust_remote_code=spec.trust_remote_code
+        )
+    dtype = choose_dtype(spec.dtype, device, cpu_auto)
+    model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype, trust_remote_code=spec.trust_remote_code)
+    return model.to(device).eval()
+
+
+def weight_format(model: Any) -> str:
+    """What a loaded model's weights are: 'int8', 'int4', or its parameters' dtype name."""
+    return quant.weight_format(model) or str(next(model.parameters()).dtype).removeprefix("torch.")
 
 
 def package_path(source: str) -> Path:

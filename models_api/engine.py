@@ -43,6 +43,17 @@ def engine_if_started() -> "Engine | None":
     return _engine
 
 
+def loaded_format(entry) -> str | None:
+    """The weight format ('int8', 'int4', 'float32', ...) of the row's model as loaded in
+    this process for its current settings, or None when it is not loaded here."""
+    from models_api.selectors import spec_from_entry
+
+    if _engine is None:
+        return None
+    model = _engine.cached(spec_from_entry(entry))
+    return None if model is None else getattr(model, "weight_format", None)
+
+
 def load_model(entry):
     """The loaded engine model (a TextGenerator or an Embedder, by the row's task) for a
     registry row, loading it if needed (blocking); records the load time in metrics."""

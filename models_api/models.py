@@ -35,6 +35,10 @@ class ModelEntry(models.Model):
         FLOAT32 = "float32", "float32"
         BFLOAT16 = "bfloat16", "bfloat16"
         FLOAT16 = "float16", "float16"
+        INT8 = "int8", "int8 weights (CPU, text generation): about 1/4 of float32's memory"
+        INT4 = "int4", "int4 weights (CPU, text generation): about 1/7 of float32's memory"
+
+    QUANTIZED_DTYPES = (DType.INT8, DType.INT4)
 
     class Device(models.TextChoices):
         AUTO = "auto", "auto (DEFAULT_DEVICE: cuda, then mps, then cpu)"
@@ -147,6 +151,11 @@ class ModelEntry(models.Model):
                 errors["revision"] = "A revision only applies to Hub repos."
         if self.task == self.Task.EMBEDDINGS and self.is_chat:
             errors["is_chat"] = "An embeddings model cannot be a chat model."
+        if self.dtype in self.QUANTIZED_DTYPES:
+            if self.task != self.Task.TEXT_GENERATION:
+                errors["dtype"] = f"{self.dtype} weights apply to text-generation models only."
+            elif self.device not in (self.Device.AUTO, self.Device.CPU):
+                errors["dtype"] = f"{self.dtype} weights run on the CPU only; set device to cpu or auto."
         if self.input_token_encoding and self.task != self.Task.EMBEDDINGS:
             errors["input_token_encoding"] = "Only embeddings models take token ids in another encoding."
         if not isinstance(self.source_links, list) or not all(isinstance(x, str) for x in self.source_links):

@@ -6,6 +6,7 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET
 
+from models_api.engine import loaded_format
 from models_api.models import ModelEntry
 from models_api.selectors import aget_served_entry, allowed_models, served_entries
 
@@ -29,6 +30,8 @@ async def retrieve_model(request: HttpRequest, model_id: str) -> JsonResponse:
         "task": entry.task,
         "chat": entry.is_chat,
         "max_context_tokens": entry.max_context_tokens,
+        "dtype": entry.dtype,
+        "loaded_format": loaded_format(entry),
         "metadata": entry.metadata(),
     }
     return JsonResponse(body)

