@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from . import quant, sources
+from . import fused, quant, sources
 from .errors import ModelUnavailable
 from .types import ModelSpec
 
@@ -94,17 +94,21 @@ def weight_scheme(requested: str, device: torch.device, cpu_auto: str = "float32
 def load_causal_lm(
     folder: Path, spec: ModelSpec, device: torch.device, *, cache_dir: Path, cpu_auto: str = "float32"
 ) -> Any:
-    """The causal LM of ``folder`` in the spec's dtype on ``device``, in eval mode."""
+    """The causal LM of ``folder`` in the spec's dtype on ``device``, in eval mode, with
+    :mod:`inference.fused`'s norms."""
     from transformers import AutoModelForCausalLM
 
     scheme = weight_scheme(spec.dtype, device, cpu_auto)
     if scheme is not None:
-        return quant.load_quantized_model(
+        model = quant.load_quantized_model(
             folder, scheme, cache_dir, dtype=torch.float32, trust_remote_code=spec.trust_remote_code
         )
-    dtype = choose_dtype(spec.dtype, device, cpu_auto)
-    model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype, trust_remote_code=spec.trust_remote_code)
-    return model.to(device).eval()
+    else:
+        dtype = choose_dtype(spec.dtype, device, cpu_auto)
+        model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype, trust_remote_code=spec.trust_remote_code)
+        model = model.to(device).eval()
+    fused.fuse_norms(model)  # same float32 numerics, fewer ops per step
+    return model
 
 
 def weight_format(model: Any) -> str:
