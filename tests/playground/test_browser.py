@@ -243,3 +243,60 @@ def test_admin_link_opens_the_playground_with_the_model_selected(open_page, keye
     assert options == ["Copy-of-SmolLM2", MODEL]
     assert page.locator("#chat-model").input_value() == MODEL
     assert page.locator("#probs-model").input_value() == MODEL
+
+
+# ------------------------------------------------------- structured output and tools
+SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}, "country": {"type": "string"}},
+          "required": ["city", "country"]}
+TOOLS = [{"type": "function", "function": {
+    "name": "get_weather", "description": "The current weather in a city.",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
+
+
+def chat_once(page, message: str) -> None:
+    page.fill("#chat-temperature", "0")
+    page.fill("#chat-max-tokens", "80")
+    page.fill("#chat-input", message)
+    page.click("#chat-send")
+    page.wait_for_selector(".message.assistant[data-state=done]")
+
+
+def test_json_schema_answer_is_shown_parsed(open_page, playground_server):
+    page = open_page(f"{playground_server.base_url}/playground/?model={MODEL}")
+    models_loaded(page)
+    page.select_option("#chat-format", "json_schema")
+    page.fill("#chat-schema", json.dumps(SCHEMA))
+    chat_once(page, "Where is the Eiffel Tower? Give the city and the country.")
+    parsed = page.locator(".message.assistant .parsed").first
+    assert parsed.get_attribute("data-valid") == "true"
+    value = json.loads(parsed.locator("pre").text_content())
+    assert set(value) == {"city", "country"} and all(isinstance(v, str) for v in value.values())
+    screenshot(page, "json-schema")
+
+
+def test_tool_call_is_shown_with_parsed_arguments(open_page, playground_server):
+    page = open_page(f"{playground_server.base_url}/playground/?model={MODEL}")
+    models_loaded(page)
+    page.fill("#chat-tools", json.dumps(TOOLS))
+    page.select_option("#chat-tool-choice", "required")
+    chat_once(page, "What is the weather like in Paris right now?")
+    call = page.locator(".message.assistant .tool-call").first
+    assert call.get_attribute("data-name") == "get_weather"
+    assert call.get_attribute("data-valid") == "true"
+    arguments = json.loads(call.locator("pre").text_content())
+    assert set(arguments) == {"city"} and isinstance(arguments["city"], str)
+    page.click("#copy-python")
+    assert '"name": "get_weather"' in page.locator("#snippet").text_content()
+    screenshot(page, "tools")
+
+
+def test_a_box_that_is_not_json_is_named_and_nothing_is_sent(open_page, playground_server):
+    page = open_page(f"{playground_server.base_url}/playground/?model={MODEL}")
+    models_loaded(page)
+    page.fill("#chat-tools", '[{"type": "function",')
+    page.fill("#chat-input", "Hello")
+    page.click("#chat-send")
+    page.locator("#error").wait_for(state="visible")
+    assert page.locator("#error-message").text_content().startswith("The tools box is not valid JSON")
+    assert page.locator(".message").count() == 0
+    assert page.locator("#chat-input").input_value() == "Hello"

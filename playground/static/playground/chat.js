@@ -2,6 +2,7 @@
 
 import { apiStream, getKey, isAbort } from "./api.js";
 import { curlSnippet, pythonSnippet } from "./snippets.js";
+import { initStructured, showParsed, structuredFields, ToolCallCollector } from "./structured.js";
 import { $, clearError, linesField, numberField, showError, showFigures, speedFigures, usageFigures } from "./ui.js";
 
 const PATH = "/v1/chat/completions";
@@ -22,6 +23,7 @@ function requestBody(conversation) {
   }
   const stop = linesField("chat-stop");
   if (stop.length) body.stop = stop;
+  Object.assign(body, structuredFields());
   body.stream = true;
   body.stream_options = { include_usage: true };
   return body;
@@ -59,14 +61,21 @@ async function send(event) {
     return;
   }
   clearError();
+  let body;
+  try {
+    body = requestBody([...messages, { role: "user", content: text }]);
+  } catch (error) {
+    showError(error); // a box that is not JSON: nothing is sent
+    return;
+  }
   messages.push({ role: "user", content: text });
   const userItem = bubble("user", text);
   const answer = bubble("assistant", "");
   answer.dataset.state = "streaming";
   const content = answer.querySelector(".content");
   $("chat-input").value = "";
-  const body = requestBody(messages);
   lastBody = body;
+  const toolCalls = new ToolCallCollector();
   controller = new AbortController();
   setBusy(true);
 
@@ -81,18 +90,23 @@ async function send(event) {
       if (chunk.usage) usage = chunk.usage;
       for (const choice of chunk.choices || []) {
         const delta = choice.delta && choice.delta.content;
-        if (delta) {
+        const callDeltas = choice.delta && choice.delta.tool_calls;
+        if (delta || callDeltas) {
           if (first === null) first = performance.now();
           chunks += 1;
-          text_ += delta;
-          content.textContent = text_;
+          text_ += delta || "";
+          toolCalls.feed(callDeltas);
+          const calls = toolCalls.calls.map((c) => `${c.function.name}(${c.function.arguments})`);
+          content.textContent = [text_, ...calls].filter(Boolean).join("\n");
           $("chat-log").scrollTop = $("chat-log").scrollHeight;
         }
         if (choice.finish_reason) finish = choice.finish_reason;
       }
     });
     answer.dataset.state = "done";
-    messages.push({ role: "assistant", content: text_ });
+    const calls = toolCalls.calls.filter(Boolean);
+    messages.push(calls.length ? { role: "assistant", content: text_ || null, tool_calls: calls } : { role: "assistant", content: text_ });
+    showParsed(answer, { content: text_, jsonAsked: Boolean(body.response_format), calls });
   } catch (error) {
     if (isAbort(error)) {
       answer.dataset.state = "stopped";
@@ -129,7 +143,13 @@ function snippetBody() {
 }
 
 async function copy(kind) {
-  const body = snippetBody();
+  let body;
+  try {
+    body = snippetBody();
+  } catch (error) {
+    showError(error);
+    return;
+  }
   const origin = window.location.origin;
   const text = kind === "curl" ? curlSnippet(origin, PATH, body, Boolean(getKey())) : pythonSnippet(origin, body);
   const shown = $("snippet");
@@ -160,4 +180,5 @@ export function initChat() {
   });
   $("copy-curl").addEventListener("click", () => copy("curl"));
   $("copy-python").addEventListener("click", () => copy("python"));
+  initStructured();
 }

@@ -53,6 +53,7 @@ export function pythonSnippet(origin, body) {
       "for chunk in stream:",
       "    if chunk.choices and chunk.choices[0].delta.content:",
       '        print(chunk.choices[0].delta.content, end="", flush=True)',
+      ...(body.tools ? ["    if chunk.choices and chunk.choices[0].delta.tool_calls:", "        print(chunk.choices[0].delta.tool_calls)"] : []),
       "    if chunk.usage:",
       "        print()",
       "        print(chunk.usage)",
