@@ -15,7 +15,7 @@ from rest_framework import serializers
 
 from completions.structured import GuidedFieldsMixin, ResponseFormatSerializer, constraint_fields
 from completions.tools import validate_tools
-from gpt3dev.fields import StrictCharField, strings_or_token_ids
+from gpt3dev.fields import KnownFieldsOnly, StrictCharField, strings_or_token_ids
 
 MAX_STOP_SEQUENCES = 4
 
@@ -91,14 +91,17 @@ class LogitBiasField(serializers.Field):
         return value
 
 
-class StreamOptionsSerializer(serializers.Serializer):
+class StreamOptionsSerializer(KnownFieldsOnly, serializers.Serializer):
     include_usage = serializers.BooleanField(required=False, default=False)
     continuous_usage_stats = serializers.BooleanField(required=False, default=False)
 
 
-class SamplingRequestSerializer(GuidedFieldsMixin, serializers.Serializer):
+class SamplingRequestSerializer(KnownFieldsOnly, GuidedFieldsMixin, serializers.Serializer):
     """The fields both generation endpoints share (the constrained-output ones come from
-    :class:`completions.structured.GuidedFieldsMixin`)."""
+    :class:`completions.structured.GuidedFieldsMixin`). Any other field is a 400 naming
+    it, except OpenAI's bookkeeping fields, which cannot change the answer."""
+
+    ignored_fields = frozenset({"metadata", "store", "service_tier", "prompt_cache_key", "safety_identifier"})
 
     model = StrictCharField()
     max_tokens = serializers.IntegerField(required=False, allow_null=True, min_value=0)
@@ -119,6 +122,11 @@ class SamplingRequestSerializer(GuidedFieldsMixin, serializers.Serializer):
     repetition_penalty = serializers.FloatField(required=False, allow_null=True, min_value=0.01, max_value=10)
     min_tokens = serializers.IntegerField(required=False, allow_null=True, min_value=0)
     ignore_eos = serializers.BooleanField(required=False, allow_null=True, default=False)
+    stop_token_ids = serializers.ListField(
+        child=serializers.IntegerField(min_value=0), required=False, allow_null=True, max_length=64
+    )
+    include_stop_str_in_output = serializers.BooleanField(required=False, allow_null=True, default=False)
+    skip_special_tokens = serializers.BooleanField(required=False, allow_null=True, default=True)
 
     def validate_top_p(self, value: float | None) -> float | None:
         if value is not None and value <= 0:

@@ -47,6 +47,8 @@ class Plan:
     echo: bool = False
     grammar: Grammar | None = None  # every sequence's output must match it
     tools: tools.ToolPlan | None = None  # answers may be tool calls
+    continuous_usage: bool = False  # stream_options.continuous_usage_stats: usage on every chunk
+    prompt_texts: list[str | None] = field(default_factory=list)  # as sent, for echo (None: token ids)
     id: str = ""
     created: int = field(default_factory=lambda: int(time.time()))
 
@@ -84,6 +86,9 @@ def _sampling(data: dict[str, Any], *, max_tokens: int, logprobs: int | None) ->
         logprobs=logprobs,
         min_tokens=value("min_tokens", 0),
         ignore_eos=bool(data.get("ignore_eos")),
+        stop_token_ids=tuple(dict.fromkeys(value("stop_token_ids", ()))),
+        include_stop_str_in_output=bool(data.get("include_stop_str_in_output")),
+        skip_special_tokens=value("skip_special_tokens", True),
     )
 
 
@@ -94,7 +99,7 @@ async def _compile(generator: TextGenerator, spec: GrammarSpec | None) -> Gramma
     try:
         return await generator.compile_grammar(spec, timeout_s=settings.GPT3DEV["GRAMMAR_COMPILE_TIMEOUT"])
     except InvalidInput as exc:
-        raise APIError(400, str(exc), param=exc.param) from None
+        raise from_engine_error(exc) from None
 
 
 async def _chat_grammar(generator: TextGenerator, data: dict[str, Any]) -> Grammar | None:
@@ -138,7 +143,6 @@ async def plan_completion(data: dict[str, Any], entry: ModelEntry) -> Plan:
     asked = data.get("logprobs")
     # best_of ranks by mean logprob, so the engine computes them even when not shown
     engine_logprobs = asked if asked is not None else (0 if samples > n else None)
-    stream_options = data.get("stream_options") or {}
     return Plan(
         kind="text_completion",
         entry=entry,
@@ -147,11 +151,11 @@ async def plan_completion(data: dict[str, Any], entry: ModelEntry) -> Plan:
         sampling=_sampling(data, max_tokens=max_tokens, logprobs=engine_logprobs),
         n=n,
         samples=samples,
-        stream=bool(data.get("stream")),
-        include_usage=bool(stream_options.get("include_usage")),
         logprobs=asked,
         echo=bool(data.get("echo")),
         grammar=await _compile(generator, structured.grammar_spec(data)),
+        prompt_texts=[p if isinstance(p, str) else None for p in data["prompt"]],
+        **_stream_fields(data),
     )
 
 
@@ -188,7 +192,6 @@ async def plan_chat(data: dict[str, Any], entry: ModelEntry) -> Plan:
     if len(ids) + max_tokens > window:
         raise _context_error(window, len(ids), max_tokens, "messages")
     logprobs = (data.get("top_logprobs") or 0) if data.get("logprobs") else None
-    stream_options = data.get("stream_options") or {}
     return Plan(
         kind="chat.completion",
         entry=entry,
@@ -197,12 +200,23 @@ async def plan_chat(data: dict[str, Any], entry: ModelEntry) -> Plan:
         sampling=_sampling(data, max_tokens=max_tokens, logprobs=logprobs),
         n=n,
         samples=n,
-        stream=bool(data.get("stream")),
-        include_usage=bool(stream_options.get("include_usage")),
         logprobs=logprobs,
         grammar=await _chat_grammar(generator, data),
         tools=plan_tools,
+        **_stream_fields(data),
     )
+
+
+def _stream_fields(data: dict[str, Any]) -> dict[str, bool]:
+    """``stream_options.continuous_usage_stats`` (vLLM's) puts the usage so far on every
+    chunk; it implies ``include_usage``, so the last chunk carries the final usage."""
+    options = data.get("stream_options") or {}
+    continuous = bool(options.get("continuous_usage_stats"))
+    return {
+        "stream": bool(data.get("stream")),
+        "include_usage": continuous or bool(options.get("include_usage")),
+        "continuous_usage": continuous,
+    }
 
 
 async def _open(plan: Plan) -> list[PrimedStream]:
@@ -244,19 +258,29 @@ def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
 
 
 # ----------------------------------------------------------------------------- logprobs
-def _text_completion_logprobs(
-    entries: list[tuple[str, TokenLogprob | None]], start_offset: int
-) -> dict[str, list]:
-    """The completions shape: parallel lists, and each token's offset in the choice text."""
-    out: dict[str, list] = {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
+Scored = list[tuple[str, str, "TokenLogprob | None"]]  # (display token, text it adds, logprob)
+
+
+def _text_completion_logprobs(entries: Scored, start_offset: int, into: dict[str, list] | None = None) -> dict[str, list]:
+    """The completions shape: parallel lists, and each token's offset in the choice text.
+
+    The offset advances by the text each token adds (see ``TokenLogprob.text``), so
+    ``text[text_offset[i]:]`` starts with what token i writes: a special token writes
+    nothing, and a token holding the first bytes of a character sits where that
+    character begins (the token that completes it writes it whole, from the same offset)."""
+    out = into if into is not None else {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
     offset = start_offset
-    for token, lp in entries:
+    for token, piece, lp in entries:
         out["tokens"].append(token)
         out["token_logprobs"].append(None if lp is None else lp.logprob)
         out["top_logprobs"].append(None if lp is None else {alt.token: alt.logprob for alt in lp.top})
         out["text_offset"].append(offset)
-        offset += len(token)
+        offset += len(piece)
     return out
+
+
+def _generated(logprobs: list[TokenLogprob] | tuple[TokenLogprob, ...]) -> Scored:
+    return [(lp.token, lp.text, lp) for lp in logprobs]
 
 
 def _chat_logprobs(entries: list[TokenLogprob]) -> dict[str, Any]:
@@ -276,18 +300,34 @@ def _chat_logprobs(entries: list[TokenLogprob]) -> dict[str, Any]:
     }
 
 
-async def _echo_parts(plan: Plan) -> list[tuple[str, list[tuple[str, TokenLogprob | None]]]]:
-    """Per prompt: its text and, when logprobs are asked for, its scored tokens."""
+def _prompt_pieces(plan: Plan, ids: list[int], sent: str | None) -> list[str]:
+    """What each prompt token writes. A prompt sent as text is echoed as sent, special
+    tokens written in it included; one the tokenizer added (a BOS) writes nothing."""
+    skip = plan.sampling.skip_special_tokens
+    pieces = plan.generator.token_pieces(ids, skip_special_tokens=skip)
+    if sent is not None and "".join(pieces) != sent:
+        alternative = plan.generator.token_pieces(ids, skip_special_tokens=not skip)
+        if "".join(alternative) == sent:
+            return alternative
+    return pieces
+
+
+async def _echo_parts(plan: Plan) -> list[tuple[str, Scored]]:
+    """Per prompt: its text (as sent; decoded when sent as token ids) and, when logprobs
+    are asked for, its scored tokens."""
     parts = []
-    for ids in plan.prompts:
-        text = plan.generator.decode(ids)
-        scored: list[tuple[str, TokenLogprob | None]] = []
+    for key, ids in enumerate(plan.prompts):
+        sent = plan.prompt_texts[key] if key < len(plan.prompt_texts) else None
+        pieces = _prompt_pieces(plan, ids, sent)
+        text = sent if sent is not None else "".join(pieces)
+        scored: Scored = []
         if plan.logprobs is not None and ids:
             try:
                 scores = await plan.generator.score_prompt(ids, plan.logprobs)
             except InvalidInput as exc:
                 raise from_engine_error(exc) from None
-            scored = [(plan.generator.token_text(ids[0]), None)] + [(lp.token, lp) for lp in scores[1:]]
+            tokens = [plan.generator.token_text(ids[0])] + [lp.token for lp in scores[1:]]
+            scored = list(zip(tokens, pieces, [None] + scores[1:]))
         parts.append((text, scored))
     return parts
 
@@ -331,8 +371,8 @@ def _choice(plan: Plan, index: int, result: SequenceResult, echo) -> dict[str, A
     prefix, prompt_scored = echo if echo else ("", [])
     logprobs = None
     if plan.logprobs is not None:
-        generated = [(lp.token, lp) for lp in result.logprobs]
-        logprobs = _text_completion_logprobs(prompt_scored + generated, 0)
+        logprobs = _text_completion_logprobs(prompt_scored, 0)
+        _text_completion_logprobs(_generated(result.logprobs), len(prefix), into=logprobs)
     return {"text": prefix + result.text, "index": index, "logprobs": logprobs, "finish_reason": result.finish_reason}
 
 
@@ -346,26 +386,34 @@ async def start_stream(plan: Plan) -> AsyncIterator[bytes]:
 
 async def _sse(plan: Plan, streams: list[PrimedStream], echo) -> AsyncIterator[bytes]:
     chat = plan.kind == "chat.completion"
-    usage_field = {"usage": None} if plan.include_usage else {}
+    prompt_tokens = sum(len(ids) for ids in plan.prompts)
     completion_tokens = 0
-    timer = metrics.GenerationTimer(plan.entry.model_id, prompt_tokens=sum(len(ids) for ids in plan.prompts))
+    timer = metrics.GenerationTimer(plan.entry.model_id, prompt_tokens=prompt_tokens)
     offsets: dict[int, int] = {}
     calls: dict[int, tools.DeltaStream] = {}
+
+    def chunk(index: int, body: dict, finish: str | None = None) -> bytes:
+        usage: dict = {}
+        if plan.include_usage:  # null until the last chunk, or the usage so far on every chunk
+            usage = {"usage": _usage(prompt_tokens, completion_tokens) if plan.continuous_usage else None}
+        choice = {"index": index} | body | {"finish_reason": finish}
+        return sse_frame(_header(plan, chunk=True) | {"choices": [choice]} | usage)
+
     try:
         for key in range(len(plan.prompts)):
             for i in range(plan.n):
                 index = key * plan.n + i
                 if chat:
                     delta = {"role": "assistant", "content": "", "refusal": None}
-                    yield _chunk(plan, index, {"delta": delta, "logprobs": None}, usage_field)
+                    yield chunk(index, {"delta": delta, "logprobs": None})
                 elif echo:
                     text, scored = echo[key]
                     logprobs = _text_completion_logprobs(scored, 0) if plan.logprobs is not None else None
                     offsets[index] = len(text)
-                    yield _chunk(plan, index, {"text": text, "logprobs": logprobs}, usage_field)
+                    yield chunk(index, {"text": text, "logprobs": logprobs})
         if not streams:  # echo with max_tokens 0
             for index in range(len(plan.prompts) * plan.n):
-                yield _chunk(plan, index, {"text": "", "logprobs": None}, usage_field, finish="length")
+                yield chunk(index, {"text": "", "logprobs": None}, finish="length")
         async for key, delta in engine_io.merge(streams):
             completion_tokens += len(delta.token_ids)
             timer.tokens(len(delta.token_ids))
@@ -377,8 +425,8 @@ async def _sse(plan: Plan, streams: list[PrimedStream], echo) -> AsyncIterator[b
                 if chat:
                     logprobs = _chat_logprobs(list(delta.logprobs))
                 else:
-                    logprobs = _text_completion_logprobs([(lp.token, lp) for lp in delta.logprobs], offsets.get(index, 0))
-                    offsets[index] = offsets.get(index, 0) + sum(len(lp.token) for lp in delta.logprobs)
+                    logprobs = _text_completion_logprobs(_generated(delta.logprobs), offsets.get(index, 0))
+                    offsets[index] = offsets.get(index, 0) + sum(len(lp.text) for lp in delta.logprobs)
             if plan.tools is not None:
                 stream = calls.setdefault(index, tools.DeltaStream(legacy=plan.tools.legacy))
                 final = delta.finish_reason is not None
@@ -386,15 +434,15 @@ async def _sse(plan: Plan, streams: list[PrimedStream], echo) -> AsyncIterator[b
                 for j, part in enumerate(parts):
                     last = j == len(parts) - 1
                     finish = stream.finish_reason(delta.finish_reason) if last else None
-                    yield _chunk(plan, index, {"delta": part, "logprobs": logprobs if j == 0 else None}, usage_field, finish=finish)
+                    yield chunk(index, {"delta": part, "logprobs": logprobs if j == 0 else None}, finish=finish)
                 continue
             body = {"delta": {"content": delta.text}} if chat else {"text": delta.text}
             if chat and delta.finish_reason is not None and not delta.text:
                 body = {"delta": {}}
-            yield _chunk(plan, index, body | {"logprobs": logprobs}, usage_field, finish=delta.finish_reason)
+            yield chunk(index, body | {"logprobs": logprobs}, finish=delta.finish_reason)
         timer.done()
         if plan.include_usage:
-            usage = _usage(sum(len(ids) for ids in plan.prompts), completion_tokens)
+            usage = _usage(prompt_tokens, completion_tokens)
             yield sse_frame(_header(plan, chunk=True) | {"choices": [], "usage": usage})
     except asyncio.CancelledError:
         raise  # the client went away: merge() has cancelled the requests
@@ -402,8 +450,3 @@ async def _sse(plan: Plan, streams: list[PrimedStream], echo) -> AsyncIterator[b
         error = engine_io.engine_failure(exc)
         yield sse_frame(error_payload(error.message, type=error.type, param=error.param, code=error.code))
     yield SSE_DONE
-
-
-def _chunk(plan: Plan, index: int, body: dict, usage_field: dict, finish: str | None = None) -> bytes:
-    choice = {"index": index} | body | {"finish_reason": finish}
-    return sse_frame(_header(plan, chunk=True) | {"choices": [choice]} | usage_field)

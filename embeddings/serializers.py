@@ -6,7 +6,7 @@ from typing import Any
 
 from rest_framework import serializers
 
-from gpt3dev.fields import StrictCharField, strings_or_token_ids
+from gpt3dev.fields import KnownFieldsOnly, StrictCharField, strings_or_token_ids
 
 MAX_INPUTS = 2048
 
@@ -35,7 +35,7 @@ class EmbeddingInputField(serializers.Field):
         return value
 
 
-class EmbeddingRequestSerializer(serializers.Serializer):
+class EmbeddingRequestSerializer(KnownFieldsOnly, serializers.Serializer):
     model = StrictCharField()
     input = EmbeddingInputField()
     encoding_format = serializers.ChoiceField(choices=["float", "base64"], required=False, default="float")

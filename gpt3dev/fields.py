@@ -1,7 +1,8 @@
-"""Serializer fields every API app shares."""
+"""Serializer fields and rules every API app shares."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from rest_framework import serializers
@@ -47,3 +48,22 @@ def strings_or_token_ids(data: list[Any]) -> list[str] | list[list[int]] | None:
     if all(isinstance(item, list) and item and all(is_token_id(t) for t in item) for item in data):
         return [list(item) for item in data]
     return None
+
+
+class KnownFieldsOnly:
+    """A serializer mixin: a request field the serializer does not declare is a 400 naming
+    it, as OpenAI answers an unrecognized argument, never silently dropped. Names in
+    ``ignored_fields`` (bookkeeping that cannot change the answer, such as ``metadata``)
+    are accepted and ignored."""
+
+    ignored_fields: frozenset[str] = frozenset()
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            for name in data:
+                if name not in self.fields and name not in self.ignored_fields:  # type: ignore[attr-defined]
+                    raise serializers.ValidationError(
+                        {name: "unrecognized request argument: this server does not support it "
+                               "(and does not ignore a field silently)."}
+                    )
+        return super().to_internal_value(data)  # type: ignore[misc]

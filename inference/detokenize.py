@@ -93,12 +93,12 @@ class IncrementalDetokenizer:
     """Feeds token bytes through an incremental UTF-8 decoder: incomplete characters
     wait for the next token; invalid bytes become U+FFFD only once proven invalid."""
 
-    def __init__(self, table: TokenTable) -> None:
-        self._table = table
+    def __init__(self, table: TokenTable, *, skip_special_tokens: bool = True) -> None:
+        self._bytes = table.output_bytes if skip_special_tokens else table.token_bytes
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
 
     def add(self, token_id: int) -> str:
-        return self._decoder.decode(self._table.output_bytes(token_id), final=False)
+        return self._decoder.decode(self._bytes(token_id), final=False)
 
     def flush(self) -> str:
         return self._decoder.decode(b"", final=True)
@@ -107,24 +107,26 @@ class IncrementalDetokenizer:
 class StopMatcher:
     """Stop-string detection with minimal holdback."""
 
-    def __init__(self, stops: tuple[str, ...] | list[str]) -> None:
+    def __init__(self, stops: tuple[str, ...] | list[str], *, include_stop: bool = False) -> None:
         self._stops = tuple(s for s in stops if s)
+        self._include = include_stop
         self._pending = ""
 
     def push(self, text: str) -> tuple[str, bool]:
         """Add decoded text; return (text safe to release, whether a stop string was hit).
-        After a hit, everything from the stop string on is discarded."""
+        After a hit, everything after the stop string is discarded, and the stop string
+        itself too unless ``include_stop``."""
         if not self._stops:
             return text, False
         buf = self._pending + text
-        hit = -1
+        hit, end = -1, -1
         for stop in self._stops:
             pos = buf.find(stop)
-            if pos != -1 and (hit == -1 or pos < hit):
-                hit = pos
+            if pos != -1 and (hit == -1 or pos < hit or (pos == hit and pos + len(stop) > end)):
+                hit, end = pos, pos + len(stop)
         if hit != -1:
             self._pending = ""
-            return buf[:hit], True
+            return buf[: end if self._include else hit], True
         hold = 0
         for stop in self._stops:
             # Longest suffix of buf that is a proper prefix of this stop string.

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from .constraints import ConstraintCompiler, Grammar, GrammarSpec
-from .detokenize import TokenTable
+from .detokenize import IncrementalDetokenizer, TokenTable
 from .errors import InvalidInput
 from .loading import weight_format
 from .scheduler import Scheduler
@@ -106,9 +106,16 @@ class TextGenerator:
     def token_text(self, token_id: int) -> str:
         return self.table.token_text(token_id)
 
-    def decode(self, token_ids: Sequence[int]) -> str:
-        """Text of ids, special tokens skipped (used for echo)."""
-        return b"".join(self.table.output_bytes(int(t)) for t in token_ids).decode("utf-8", errors="replace")
+    def token_pieces(self, token_ids: Sequence[int], *, skip_special_tokens: bool = True) -> list[str]:
+        """What each token adds to the text, decoded incrementally as generation does:
+        "" for the first bytes of a character (the token completing it gets it whole),
+        and for special tokens unless ``skip_special_tokens`` is off. The pieces join to
+        the decoded text (for ``echo``: its text and its tokens' ``text_offset``)."""
+        detok = IncrementalDetokenizer(self.table, skip_special_tokens=skip_special_tokens)
+        pieces = [detok.add(int(t)) for t in token_ids]
+        if pieces:
+            pieces[-1] += detok.flush()
+        return pieces
 
     async def compile_grammar(self, spec: GrammarSpec, *, timeout_s: float) -> Grammar:
         """Compile (or find in the cache) a grammar for ``GenerationRequest.grammar``, on a
@@ -128,7 +135,9 @@ class TextGenerator:
         is yielded. Each sequence ends with exactly one delta whose ``finish_reason`` is
         "stop" (an EOS id or a stop string) or "length". Deltas carry the token sampled
         at that step (``text`` may be "" while characters are incomplete or held back
-        for a possible stop string). EOS tokens are not reported as tokens.
+        for a possible stop string). The EOS or stop token that ends a sequence is
+        reported as its last token (counted, as vLLM counts it) but adds no text unless
+        ``include_stop_str_in_output``.
         Closing the generator (``aclose()``, task cancellation) cancels the request: its
         rows leave the batch at the next decode step. (A bare ``break`` out of ``async
         for`` only cancels once the generator is garbage-collected: call ``aclose()``.)

@@ -10,7 +10,7 @@ Order of operations (the same as vLLM, so logprobs match what OpenAI clients exp
 2. presence / frequency penalties (OpenAI additive rule, generated tokens only):
    ``logit[j] -= count[j] * frequency_penalty + (count[j] > 0) * presence_penalty``;
 3. logit_bias added;
-4. EOS ids masked while fewer than ``min_tokens`` tokens have been generated;
+4. EOS ids and ``stop_token_ids`` masked while fewer than ``min_tokens`` tokens have been generated;
 5. the grammar mask of constrained rows (:func:`inference.constraints.apply_masks`):
    tokens the row's grammar forbids get -inf; unconstrained rows are untouched;
 6. **logprobs are taken here**: log-softmax of the processed logits, *before*
@@ -60,6 +60,13 @@ class RowState:
     constraint: RowMatcher | None = None  # the row's grammar matcher, if constrained
 
     @property
+    def ending_ids(self) -> tuple[int, ...]:
+        """Ids that end this sequence once ``min_tokens`` are out: EOS (unless ignored)
+        and the request's ``stop_token_ids``."""
+        p = self.params
+        return (() if p.ignore_eos else self.eos_ids) + p.stop_token_ids
+
+    @property
     def greedy(self) -> bool:
         return self.params.temperature < _GREEDY_EPS
 
@@ -71,7 +78,7 @@ class RowState:
             or p.presence_penalty
             or p.frequency_penalty
             or p.logit_bias
-            or (p.min_tokens > len(self.generated) and not p.ignore_eos and self.eos_ids)
+            or (p.min_tokens > len(self.generated) and self.ending_ids)
         )
 
 
@@ -108,8 +115,8 @@ def process_logits(logits: torch.Tensor, rows: list[RowState], vocab_size: int) 
             ids = torch.tensor([t for t, _ in p.logit_bias], dtype=torch.long, device=x.device)
             bias = torch.tensor([b for _, b in p.logit_bias], dtype=x.dtype, device=x.device)
             x.index_add_(0, ids, bias)
-        if p.min_tokens > len(row.generated) and not p.ignore_eos and row.eos_ids:
-            x[list(row.eos_ids)] = float("-inf")
+        if p.min_tokens > len(row.generated) and row.ending_ids:
+            x[list(row.ending_ids)] = float("-inf")
     return logits
 
 

@@ -156,6 +156,9 @@ class Scheduler:
         for tid, _ in s.logit_bias:
             if not 0 <= int(tid) < self.vocab_size:
                 raise InvalidInput(f"logit_bias token id {tid} is outside the vocabulary", param="logit_bias")
+        for tid in s.stop_token_ids:
+            if not 0 <= int(tid) < self.vocab_size:
+                raise InvalidInput(f"token id {tid} is outside the vocabulary", param="stop_token_ids")
         if s.logprobs is not None and not 0 <= s.logprobs <= 20:
             raise InvalidInput("logprobs must be between 0 and 20", param="logprobs")
 
@@ -307,8 +310,8 @@ class Scheduler:
                     params=s, generator=sequence_generator(s.seed, i), prompt_ids=prompt, eos_ids=self.eos_ids,
                     constraint=grammar.matcher() if grammar is not None else None,
                 ),
-                detok=IncrementalDetokenizer(self.table),
-                stopper=StopMatcher(s.stop),
+                detok=IncrementalDetokenizer(self.table, skip_special_tokens=s.skip_special_tokens),
+                stopper=StopMatcher(s.stop, include_stop=s.include_stop_str_in_output),
                 next_position=len(prompt),
             )
             for i in range(handle.request.n)
@@ -422,54 +425,49 @@ class Scheduler:
             self._advance(row, token, lp)
 
     def _advance(self, row: _Row, token: int, lp: tuple[float, list[tuple[int, float]]] | None) -> None:
+        """One sampled token: its text (UTF-8 completed, stop strings held back or cut),
+        and whether it ends the sequence. An EOS or stop token counts as a token of the
+        sequence (token_ids, logprobs: usage counts it, as vLLM does) but adds its text
+        only with ``include_stop_str_in_output``."""
         st = row.state
         p = st.params
         st.generated.append(token)
-        is_eos = token in self.eos_ids and not p.ignore_eos and len(st.generated) > p.min_tokens
+        ends = len(st.generated) > p.min_tokens and token in st.ending_ids
         grammar_done = False  # the grammar cannot go on: the sequence ends after this token
         if st.constraint is not None:
             # The mask allows EOS only where the grammar can end, and there it ends the
             # sequence even with ignore_eos (nothing else could follow).
-            is_eos = token in self.eos_ids and st.constraint.can_end()
-            if not is_eos:
+            ends = (token in self.eos_ids and st.constraint.can_end()) or (ends and token in p.stop_token_ids)
+            if not ends:
                 if not st.constraint.advance(token):
                     log.warning("constrained row left its grammar: %s", st.constraint.error[:200])
                 grammar_done = st.constraint.finished
-        if is_eos:
-            # EOS ends the sequence; it is not part of the output (no text, no token entry).
-            text = row.detok.flush()
-            released, stopped = row.stopper.push(text) if text else ("", False)
-            if not stopped:
-                released += row.stopper.flush()
-            row.finished = True
-            row.pending.append(SequenceDelta(index=row.index, text=released, finish_reason="stop"))
-            return
-        logprobs: tuple[TokenLogprob, ...] = ()
-        if lp is not None:
-            logprobs = (self._token_logprob(token, lp[0], lp[1]),)
-        text = row.detok.add(token)
-        stop_active = len(st.generated) >= p.min_tokens
-        if stop_active:
+        if ends:
+            text = (row.detok.add(token) if p.include_stop_str_in_output else "") + row.detok.flush()
+        else:
+            text = row.detok.add(token)
+        logprobs = (self._token_logprob(token, lp[0], lp[1], text),) if lp is not None else ()
+        if len(st.generated) >= p.min_tokens:
             released, stopped = row.stopper.push(text)
         else:
             released, stopped = text, False
         finish = None
-        if stopped:
+        if stopped or ends:
             finish = "stop"
         elif grammar_done or len(st.generated) >= p.max_tokens:
+            finish = "stop" if grammar_done and not st.constraint.error else "length"
+        if finish is not None and not stopped:
+            # The end: incomplete UTF-8 and text held back for a possible stop string go out.
             tail = row.detok.flush()
             more, stopped = row.stopper.push(tail) if tail else ("", False)
-            released += more
-            if not stopped:
-                released += row.stopper.flush()
-            finish = "stop" if stopped or (grammar_done and not st.constraint.error) else "length"
-        if finish is not None:
-            row.finished = True
+            released += more if stopped else more + row.stopper.flush()
+            finish = "stop" if stopped else finish
+        row.finished = finish is not None
         row.pending.append(
             SequenceDelta(index=row.index, text=released, token_ids=(token,), logprobs=logprobs, finish_reason=finish)
         )
 
-    def _token_logprob(self, token: int, logprob: float, top: list[tuple[int, float]]) -> TokenLogprob:
+    def _token_logprob(self, token: int, logprob: float, top: list[tuple[int, float]], text: str) -> TokenLogprob:
         t = self.table
         return TokenLogprob(
             token=t.token_text(token),
@@ -477,6 +475,7 @@ class Scheduler:
             logprob=logprob,
             bytes=tuple(t.token_bytes(token)),
             top=tuple(TopLogprob(token=t.token_text(i), token_id=i, logprob=v, bytes=tuple(t.token_bytes(i))) for i, v in top),
+            text=text,
         )
 
     def _collect_pending(self) -> list[tuple[RequestHandle, list[SequenceDelta]]]:

@@ -58,6 +58,11 @@ class SamplingParams:
     logprobs: int | None = None
     min_tokens: int = 0
     ignore_eos: bool = False
+    # vLLM's extensions: more ids that end a sequence like EOS; keep the stop (string or
+    # token) in the text; False: special tokens add their text (e.g. "<|im_start|>") too.
+    stop_token_ids: tuple[int, ...] = ()
+    include_stop_str_in_output: bool = False
+    skip_special_tokens: bool = True
 
 
 @dataclass(frozen=True)
@@ -82,13 +87,18 @@ class TopLogprob:
 
 @dataclass(frozen=True)
 class TokenLogprob:
-    """A generated (or prompt) token with its log-probability and the top alternatives."""
+    """A generated (or prompt) token with its log-probability and the top alternatives.
+
+    ``token`` is OpenAI's display form (``bytes:\\xe4\\xbd`` for part of a character);
+    ``text`` is what the token added to the output: "" for a special token or for the
+    first bytes of a character, the whole character for the token that completes it."""
 
     token: str
     token_id: int
     logprob: float
     bytes: tuple[int, ...]
     top: tuple[TopLogprob, ...] = ()
+    text: str = ""
 
 
 @dataclass(frozen=True)
@@ -98,7 +108,9 @@ class SequenceDelta:
     ``text`` is safe to show: valid UTF-8, with stop-string holdback applied (text that
     could still turn into a stop string is released later or never). ``token_ids`` and
     ``logprobs`` are the tokens sampled since the previous delta (logprobs only when the
-    request asked for them). The last delta of a sequence has ``finish_reason`` set.
+    request asked for them), the EOS or stop token that ended the sequence included (it
+    counts as a completion token, as in vLLM, though it adds no text unless
+    ``include_stop_str_in_output``). The last delta of a sequence has ``finish_reason`` set.
     """
 
     index: int

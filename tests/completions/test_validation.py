@@ -197,3 +197,27 @@ def test_negative_token_ids_are_refused_like_embeddings_input(client, prompt):
     assert status == 400 and body["error"]["param"] == "prompt"
     status, body = post(client, "/v1/embeddings", {"model": "all-MiniLM-L6-v2", "input": prompt})
     assert status == 400 and body["error"]["param"] == "input"
+
+
+@pytest.mark.parametrize("path, body", [("/v1/completions", COMPLETION), ("/v1/chat/completions", CHAT),
+                                        ("/v1/embeddings", {"model": "all-MiniLM-L6-v2", "input": "hi"})])
+@pytest.mark.parametrize("field", ["use_beam_search", "prompt_logprobs", "truncate_prompt_tokens", "no_such_field"])
+def test_unknown_fields_are_refused_by_name(client, path, body, field):
+    """OpenAI answers an unrecognized argument with a 400; nothing is dropped silently."""
+    status, error = post(client, path, body | {field: 1})
+    assert status == 400, error
+    assert error["error"]["param"] == field
+    assert error["error"]["message"].startswith(f"Invalid value for '{field}': unrecognized request argument")
+
+
+def test_unknown_stream_options_are_refused_by_name(client):
+    status, error = post(client, "/v1/chat/completions", CHAT | {"stream": True, "stream_options": {"usage": True}})
+    assert status == 400 and error["error"]["param"] == "stream_options.usage"
+
+
+@pytest.mark.parametrize("field, value", [("stop_token_ids", [-1]), ("stop_token_ids", 5),
+                                          ("include_stop_str_in_output", "maybe"), ("skip_special_tokens", [])])
+def test_vllm_stop_fields_are_validated(client, field, value):
+    for path, body in (("/v1/completions", COMPLETION), ("/v1/chat/completions", CHAT)):
+        status, error = post(client, path, body | {field: value})
+        assert status == 400 and error["error"]["param"].startswith(field), error

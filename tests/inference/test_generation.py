@@ -33,7 +33,9 @@ def test_greedy_chat_answer(smol, france):
     out = run(collect(smol, req(france, max_tokens=30, temperature=0)))
     assert text_of(out[0]) == "The capital of France is Paris."
     assert [d.finish_reason for d in out[0]].count("stop") == 1 and out[0][-1].finish_reason == "stop"
-    assert 2 not in ids_of(out[0])  # EOS ends the sequence but is not reported as a token
+    # EOS ends the sequence and is its last token (counted, as vLLM counts it), with no text
+    assert ids_of(out[0])[-1] == 2 and ids_of(out[0]).count(2) == 1
+    assert out[0][-1].token_ids == (2,) and out[0][-1].text == ""
 
 
 def test_length_finish(smol, france):
