@@ -18,6 +18,7 @@ import torch
 
 from .errors import InvalidInput
 from .types import ModelSpec
+from .window import embedding_window
 
 _BATCH = 32  # texts per forward pass; sorted by length so padding stays small
 
@@ -51,13 +52,11 @@ def read_max_length(folder: Path, model: Any, tokenizer: Any) -> int:
     """sentence-transformers' max_seq_length, else the smaller of tokenizer/model limits."""
     try:
         value = json.loads((folder / "sentence_bert_config.json").read_text()).get("max_seq_length")
-        if value:
-            return int(value)
-    except (OSError, ValueError):
-        pass
-    limits = [getattr(model.config, "max_position_embeddings", None), getattr(tokenizer, "model_max_length", None)]
-    limits = [int(x) for x in limits if x and int(x) < 1_000_000]
-    return min(limits) if limits else 512
+    except (OSError, ValueError, AttributeError):
+        value = None
+    return embedding_window(
+        value, getattr(model.config, "max_position_embeddings", None), getattr(tokenizer, "model_max_length", None)
+    )
 
 
 def _tiktoken_encoding(name: str) -> Any:

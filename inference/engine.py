@@ -39,6 +39,8 @@ class EngineConfig:
     failure_ttl_s: float = 30.0  # how long a failed load is remembered
     # What dtype "auto" means on CPU (see the README's "dtype, device and determinism").
     cpu_auto_dtype: str = "float32"
+    # The window of a model whose config and tokenizer do not say (MAX_CONTEXT_TOKENS).
+    default_context_tokens: int = 2048
 
 
 @dataclass
@@ -159,6 +161,7 @@ class Engine:
         return TextGenerator(
             spec, model, tokenizer, device,
             max_batch_size=self.config.max_batch_size, max_queue=self.config.max_queue,
+            default_context_tokens=self.config.default_context_tokens,
         )
 
     def _release(self, entry: _Entry) -> bool:

@@ -17,6 +17,7 @@ from .loading import weight_format
 from .scheduler import Scheduler
 from .threads import run_in_fresh_thread
 from .types import GenerationRequest, ModelSpec, SequenceDelta, TokenLogprob, TopLogprob
+from .window import generation_window
 
 
 def eos_ids_of(model: Any, tokenizer: Any) -> tuple[int, ...]:
@@ -45,13 +46,14 @@ class TextGenerator:
         *,
         max_batch_size: int,
         max_queue: int,
+        default_context_tokens: int = 2048,
     ) -> None:
         self.spec = spec
         self.model = model
         self.tokenizer = tokenizer
         self.device = device
         config = model.config
-        window = getattr(config, "max_position_embeddings", None) or getattr(tokenizer, "model_max_length", 2048)
+        window = generation_window(config.to_dict(), getattr(tokenizer, "model_max_length", None), default_context_tokens)
         self.context_length: int = int(spec.max_context_tokens or window)
         embed_rows = model.get_input_embeddings().weight.shape[0]
         self.vocab_size: int = len(tokenizer)

@@ -33,6 +33,7 @@ def get_engine() -> "Engine":
                         max_queue=conf["MAX_QUEUE"],
                         default_device=conf["DEFAULT_DEVICE"],
                         hf_offline=conf["HF_HUB_OFFLINE"],
+                        default_context_tokens=conf["MAX_CONTEXT_TOKENS"],
                     )
                 )
                 metrics.set_engine_stats_source(_engine.model_stats)

@@ -14,6 +14,7 @@ from django.db.models import QuerySet
 from gpt3dev.accesslog import note_served_model
 from gpt3dev.errors import APIError, model_not_found
 from inference.types import ModelSpec
+from inference.window import spec_window
 from models_api.models import ModelEntry
 
 
@@ -89,3 +90,10 @@ def spec_from_entry(entry: ModelEntry) -> ModelSpec:
         input_token_encoding=entry.input_token_encoding or None,
         hf_token=_conf("HF_TOKEN"),
     )
+
+
+def context_window(entry: ModelEntry) -> int | None:
+    """The window the engine enforces for this row (its override, else what the model's
+    files declare), read without loading the model; None when the files are not here
+    (a Hub model not downloaded yet). Blocking: it may read a file header."""
+    return spec_window(spec_from_entry(entry), _conf("MAX_CONTEXT_TOKENS"))

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET
 
 from models_api.engine import loaded_format
 from models_api.models import ModelEntry
-from models_api.selectors import aget_served_entry, allowed_models, served_entries
+from models_api.selectors import aget_served_entry, allowed_models, context_window, served_entries
 
 
 def model_object(entry: ModelEntry) -> dict:
@@ -29,7 +31,7 @@ async def retrieve_model(request: HttpRequest, model_id: str) -> JsonResponse:
     body = model_object(entry) | {
         "task": entry.task,
         "chat": entry.is_chat,
-        "max_context_tokens": entry.max_context_tokens,
+        "max_context_tokens": await asyncio.to_thread(context_window, entry),
         "dtype": entry.dtype,
         "loaded_format": loaded_format(entry),
         "metadata": entry.metadata(),

@@ -110,3 +110,20 @@ def test_model_ids_with_slashes_route(client):
     response = client.get("/v1/models/org/name:v1")
     assert response.status_code == 200
     assert response.json()["id"] == "org/name:v1"
+
+
+@pytest.mark.parametrize("model_id, window", [("SmolLM2-135M-Instruct", 8192), ("all-MiniLM-L6-v2", 256)])
+def test_retrieve_model_reports_the_effective_window(client, model_id, window):
+    """The window the engine enforces, read from the model's files without loading it."""
+    assert client.get(f"/v1/models/{model_id}").json()["max_context_tokens"] == window
+
+
+def test_a_registry_override_is_the_window(client):
+    ModelEntry.objects.filter(model_id="SmolLM2-135M-Instruct").update(max_context_tokens=1024)
+    assert client.get("/v1/models/SmolLM2-135M-Instruct").json()["max_context_tokens"] == 1024
+
+
+def test_a_hub_model_not_downloaded_has_no_window_yet(client, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    ModelEntry.objects.create(model_id="remote", source_type="hub", source="nobody/not-downloaded-here")
+    assert client.get("/v1/models/remote").json()["max_context_tokens"] is None
