@@ -30,6 +30,10 @@ class PrimedStream:
 
 async def open_streams(generator: TextGenerator, requests: list[GenerationRequest]) -> list[PrimedStream]:
     """Submit every request at once and wait for each one's first delta."""
+    try:
+        generator.check_total(sum(request.n for request in requests))
+    except EngineError as exc:
+        raise from_engine_error(exc) from None
     iterators = [generator.generate(request) for request in requests]
     firsts = await asyncio.gather(*(it.__anext__() for it in iterators), return_exceptions=True)
     failure = next((f for f in firsts if isinstance(f, BaseException)), None)
@@ -96,8 +100,11 @@ class SequenceResult:
     token_ids: list[int] = field(default_factory=list)
     logprobs: list[TokenLogprob] = field(default_factory=list)
     finish_reason: str | None = None
+    cached_tokens: int = 0  # prompt tokens served from the prefix cache
 
     def add(self, delta: SequenceDelta) -> None:
+        if delta.cached_tokens is not None:
+            self.cached_tokens = delta.cached_tokens
         self.text += delta.text
         self.token_ids.extend(delta.token_ids)
         self.logprobs.extend(delta.logprobs)

@@ -249,11 +249,12 @@ def _header(plan: Plan, *, chunk: bool = False) -> dict[str, Any]:
     }
 
 
-def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+def _usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> dict[str, Any]:
     return {
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": cached_tokens},
     }
 
 
@@ -353,7 +354,9 @@ async def run(plan: Plan) -> dict[str, Any]:
             index = key * plan.n + rank
             choices.append(_choice(plan, index, result, echo[key] if echo else None))
     body = _header(plan) | {"choices": choices}
-    body["usage"] = _usage(sum(len(ids) for ids in plan.prompts), completion_tokens)
+    cached = sum(max((r.cached_tokens for (k, _), r in results.items() if k == key), default=0)
+                 for key in range(len(plan.prompts)))
+    body["usage"] = _usage(sum(len(ids) for ids in plan.prompts), completion_tokens, cached)
     return body
 
 
@@ -391,11 +394,13 @@ async def _sse(plan: Plan, streams: list[PrimedStream], echo) -> AsyncIterator[b
     timer = metrics.GenerationTimer(plan.entry.model_id, prompt_tokens=prompt_tokens)
     offsets: dict[int, int] = {}
     calls: dict[int, tools.DeltaStream] = {}
+    cached: dict[int, int] = {}  # per prompt: tokens served from the prefix cache
 
     def chunk(index: int, body: dict, finish: str | None = None) -> bytes:
         usage: dict = {}
         if plan.include_usage:  # null until the last chunk, or the usage so far on every chunk
-            usage = {"usage": _usage(prompt_tokens, completion_tokens) if plan.continuous_usage else None}
+            so_far = _usage(prompt_tokens, completion_tokens, sum(cached.values()))
+            usage = {"usage": so_far if plan.continuous_usage else None}
         choice = {"index": index} | body | {"finish_reason": finish}
         return sse_frame(_header(plan, chunk=True) | {"choices": [choice]} | usage)
 
@@ -415,6 +420,8 @@ async def _sse(plan: Plan, streams: list[PrimedStream], echo) -> AsyncIterator[b
             for index in range(len(plan.prompts) * plan.n):
                 yield chunk(index, {"text": "", "logprobs": None}, finish="length")
         async for key, delta in engine_io.merge(streams):
+            if delta.cached_tokens is not None:
+                cached[key] = max(cached.get(key, 0), delta.cached_tokens)
             completion_tokens += len(delta.token_ids)
             timer.tokens(len(delta.token_ids))
             if not delta.text and delta.finish_reason is None and not (delta.logprobs and plan.logprobs is not None):
@@ -442,7 +449,7 @@ async def _sse(plan: Plan, streams: list[PrimedStream], echo) -> AsyncIterator[b
             yield chunk(index, body | {"logprobs": logprobs}, finish=delta.finish_reason)
         timer.done()
         if plan.include_usage:
-            usage = _usage(prompt_tokens, completion_tokens)
+            usage = _usage(prompt_tokens, completion_tokens, sum(cached.values()))
             yield sse_frame(_header(plan, chunk=True) | {"choices": [], "usage": usage})
     except asyncio.CancelledError:
         raise  # the client went away: merge() has cancelled the requests

@@ -40,6 +40,17 @@ def env_int(name: str, default: int, *, minimum: int | None = None) -> int:
     return number
 
 
+def env_memory(name: str, default: str) -> int | float:
+    """A size in bytes ("2GiB") or a fraction of available memory ("0.2")."""
+    from inference.memory import parse_memory
+
+    value = env_str(name) or default
+    try:
+        return parse_memory(value)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name}: {exc}") from None
+
+
 def env_list(name: str) -> list[str]:
     value = env_str(name)
     if value is None:

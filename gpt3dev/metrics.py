@@ -61,6 +61,23 @@ QUEUE_DEPTH = Gauge(
 RUNNING = Gauge(
     "gpt3dev_running_batch_size", "Sequences in the running batch.", ["model"], multiprocess_mode="livesum"
 )
+# The engine's own counters are read from its stats, so they are gauges here (summed
+# over live processes; a restarted process starts from zero).
+KV_GAUGES = {
+    key: Gauge(name, doc, ["model"], multiprocess_mode="livesum")
+    for key, name, doc in (
+        ("kv_tokens_used", "gpt3dev_kv_cache_used_tokens", "KV pool tokens held by running sequences."),
+        ("kv_tokens_cached", "gpt3dev_kv_cache_cached_tokens", "KV pool tokens kept only for prefix reuse (evictable)."),
+        ("kv_tokens_total", "gpt3dev_kv_cache_capacity_tokens", "KV pool capacity in tokens."),
+        ("preemptions", "gpt3dev_preemptions", "Sequences preempted for lack of KV blocks since load."),
+        ("prefix_cache_queries", "gpt3dev_prefix_cache_query_tokens", "Prompt tokens looked up in the prefix cache."),
+        ("prefix_cache_hits", "gpt3dev_prefix_cache_hit_tokens", "Prompt tokens found in the prefix cache."),
+    )
+}
+KV_USAGE = Gauge(
+    "gpt3dev_kv_cache_usage_ratio", "Fraction of the KV pool held by running sequences.", ["model"],
+    multiprocess_mode="max",
+)
 LOADED = Gauge(
     "gpt3dev_model_loaded", "Server processes holding the model in memory.", ["model"], multiprocess_mode="livesum"
 )
@@ -182,6 +199,9 @@ def refresh_engine_gauges() -> None:
             LOADED.labels(model).set(1 if model in loaded else 0)
             QUEUE_DEPTH.labels(model).set(stats.get("waiting", 0))
             RUNNING.labels(model).set(stats.get("running", 0))
+            for key, gauge in KV_GAUGES.items():
+                gauge.labels(model).set(stats.get(key, 0))
+            KV_USAGE.labels(model).set(stats.get("kv_usage", 0))
         _seen.update(loaded)
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import dj_database_url
 
-from gpt3dev.env import env_bool, env_choice, env_int, env_list, env_str
+from gpt3dev.env import env_bool, env_choice, env_int, env_list, env_memory, env_str
 from inference.sources import default_cache_dir  # torch-free
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -181,6 +181,9 @@ GPT3DEV = {
     "MAX_BATCH_SIZE": env_int("MAX_BATCH_SIZE", 16, minimum=1),
     "MAX_QUEUE": env_int("MAX_QUEUE", 256, minimum=1),
     "MAX_N": env_int("MAX_N", 16, minimum=1),
+    "KV_CACHE_MEMORY": env_memory("KV_CACHE_MEMORY", "2GiB"),  # bytes, or a fraction of free memory
+    "MAX_STEP_TOKENS": env_int("MAX_STEP_TOKENS", 256, minimum=1),
+    "ADMISSION_SKIP_SECONDS": env_int("ADMISSION_SKIP_SECONDS", 10, minimum=0),
     "PRELOAD_MODELS": env_list("PRELOAD_MODELS"),
     "HF_HUB_OFFLINE": env_bool("HF_HUB_OFFLINE", False),
     "MAX_PROMPT_TOKENS": env_int("MAX_PROMPT_TOKENS", 0, minimum=0),  # 0: the context window only

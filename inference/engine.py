@@ -21,6 +21,8 @@ from .embeddings import Embedder, EmbeddingResult
 from .errors import ModelUnavailable
 from .generator import TextGenerator
 from .loading import choose_device, choose_dtype, is_offline, load_causal_lm, resolve_model_folder, weight_scheme
+from .memory import budget_bytes
+from .scheduler import SchedulerLimits
 from .types import ModelSpec
 
 __all__ = ["Engine", "EngineConfig", "TextGenerator", "Embedder", "EmbeddingResult"]
@@ -34,6 +36,12 @@ class EngineConfig:
     max_loaded_models: int = 4  # LRU eviction beyond this
     max_batch_size: int = 16  # max sequences decoding together per model
     max_queue: int = 256  # sequences waiting per model; beyond -> EngineOverloaded
+    # KV pool per generation model, allocated at load (capped at max_batch_size full
+    # windows): bytes, or a float in (0, 1] = that fraction of the memory available then.
+    kv_cache_memory: int | float = 2 << 30
+    kv_block_size: int = 16  # tokens per pool block (the unit of prefix reuse)
+    max_step_tokens: int = 256  # tokens per forward: decode rows plus prefill chunks
+    max_skip_s: float = 10.0  # how long a request that does not fit may be overtaken
     default_device: str = "auto"  # for specs saying "auto": cuda, then mps, then cpu
     hf_offline: bool = False  # HF_HUB_OFFLINE in the environment is honoured too
     failure_ttl_s: float = 30.0  # how long a failed load is remembered
@@ -160,8 +168,12 @@ class Engine:
         )
         return TextGenerator(
             spec, model, tokenizer, device,
-            max_batch_size=self.config.max_batch_size, max_queue=self.config.max_queue,
             default_context_tokens=self.config.default_context_tokens,
+            limits=SchedulerLimits(
+                max_batch_size=self.config.max_batch_size, max_queue=self.config.max_queue,
+                max_step_tokens=self.config.max_step_tokens, max_skip_s=self.config.max_skip_s,
+            ),
+            kv_cache_bytes=budget_bytes(self.config.kv_cache_memory, device.type), kv_block_size=self.config.kv_block_size,
         )
 
     def _release(self, entry: _Entry) -> bool:

@@ -13,8 +13,10 @@ import torch
 from .constraints import ConstraintCompiler, Grammar, GrammarSpec
 from .detokenize import IncrementalDetokenizer, TokenTable
 from .errors import InvalidInput
+from .kvcache import KVPool, pool_shape_of
 from .loading import weight_format
-from .scheduler import Scheduler
+from .paged_attention import check_supported, register
+from .scheduler import Scheduler, SchedulerLimits
 from .threads import run_in_fresh_thread
 from .types import GenerationRequest, ModelSpec, SequenceDelta, TokenLogprob, TopLogprob
 from .window import generation_window
@@ -44,9 +46,10 @@ class TextGenerator:
         tokenizer: Any,
         device: torch.device,
         *,
-        max_batch_size: int,
-        max_queue: int,
         default_context_tokens: int = 2048,
+        limits: SchedulerLimits,
+        kv_cache_bytes: int,
+        kv_block_size: int = 16,
     ) -> None:
         self.spec = spec
         self.model = model
@@ -65,18 +68,35 @@ class TextGenerator:
         self.dtype = next(model.parameters()).dtype
         self.constraints = ConstraintCompiler(tokenizer, vocab_size=self.vocab_size, eos_ids=self.eos_ids)
         self.weight_format: str = weight_format(model)  # 'int8', 'int4', 'float32', ...
+        check_supported(model, spec.id)
+        model.set_attn_implementation(register())
+        self.pool = self._make_pool(config, limits.max_batch_size, kv_cache_bytes, kv_block_size)
         self._scheduler = Scheduler(
             model,
             self.table,
+            self.pool,
             vocab_size=self._id_limit,
             context_length=self.context_length,
             eos_ids=self.eos_ids,
             device=device,
-            max_batch_size=max_batch_size,
-            max_queue=max_queue,
+            limits=limits,
             bos_id=getattr(tokenizer, "bos_token_id", None),
             name=spec.id,
         )
+
+    def _make_pool(self, config: Any, rows: int, budget_bytes: int, block_size: int) -> KVPool:
+        """The KV pool within ``budget_bytes``, never larger than ``rows`` full windows
+        (more could never be used). If the budget holds less than one window, the
+        context length served shrinks to what the pool holds, so an admitted request
+        always fits."""
+        # Keys and values come out of the layers in the activation dtype (the embedding's,
+        # also when the linears are int8/int4).
+        shape = pool_shape_of(config, self.model.get_input_embeddings().weight.dtype)
+        tokens = min(max(budget_bytes, 0) // shape.bytes_per_token, rows * self.context_length)
+        num_blocks = max(tokens // block_size, 2)
+        if num_blocks * block_size < self.context_length:
+            self.context_length = num_blocks * block_size
+        return KVPool(shape, num_blocks=num_blocks, block_size=block_size, device=self.device)
 
     # ------------------------------------------------------------------ tokenisation
     def encode(self, text: str) -> list[int]:
@@ -247,6 +267,10 @@ class TextGenerator:
 
     def stats(self) -> dict:
         return self._scheduler.stats()
+
+    def check_total(self, sequences: int) -> None:
+        """InvalidInput if a request's sequences (prompts x n) could never all be queued."""
+        self._scheduler.check_total(sequences)
 
     def close(self) -> None:
         """Stop the worker; requests still in flight get ModelUnavailable."""

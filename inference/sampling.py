@@ -16,9 +16,13 @@ Order of operations (the same as vLLM, so logprobs match what OpenAI clients exp
 6. **logprobs are taken here**: log-softmax of the processed logits, *before*
    temperature / top-k / top-p / min-p (the vLLM/OpenAI convention: they describe the
    model's distribution, not the truncated sampling distribution);
-7. temperature 0 -> argmax; otherwise divide by temperature, apply top-k, top-p and
-   min-p, and draw with the row's generator by inverse-CDF over a *stable* sort, so a
-   seeded row draws the same token whatever else shares the batch.
+7. temperature 0 -> argmax (no sort); otherwise divide by temperature, apply top-k,
+   top-p and min-p, and draw with the row's generator by inverse-CDF - in id order, or
+   over a *stable* sort for top-p rows - so a seeded row draws the same token whatever
+   else shares the batch.
+
+Penalties use per-row counts kept up to date token by token (:meth:`RowState.push`),
+never rebuilt from the whole history: a step costs O(rows x vocab).
 """
 
 from __future__ import annotations
@@ -50,7 +54,11 @@ def sequence_generator(seed: int | None, index: int) -> torch.Generator:
 
 @dataclass
 class RowState:
-    """What sampling needs to know about one sequence (owned by the scheduler)."""
+    """What sampling needs to know about one sequence (owned by the scheduler).
+
+    Penalty state is incremental: the per-token counts (presence/frequency) and the
+    seen-token mask (repetition) are built from the history the first time they are
+    needed and then updated by :meth:`push`, one token at a time."""
 
     params: SamplingParams
     generator: torch.Generator
@@ -58,6 +66,34 @@ class RowState:
     eos_ids: tuple[int, ...]
     generated: list[int] = field(default_factory=list)
     constraint: RowMatcher | None = None  # the row's grammar matcher, if constrained
+    counts: torch.Tensor | None = None  # [vocab] float32: times each id was generated
+    seen: torch.Tensor | None = None  # [vocab] bool: ids in the prompt or generated
+
+    def push(self, token: int) -> None:
+        """Record a sampled token."""
+        self.generated.append(token)
+        if self.counts is not None and token < self.counts.shape[0]:
+            self.counts[token] += 1
+        if self.seen is not None and token < self.seen.shape[0]:
+            self.seen[token] = True
+
+    def token_counts(self, vocab: int, device: torch.device) -> torch.Tensor:
+        if self.counts is None:
+            counts = torch.zeros(vocab, dtype=torch.float32, device=device)
+            if self.generated:
+                ids = torch.tensor(self.generated, dtype=torch.long, device=device)
+                counts += torch.bincount(ids, minlength=vocab)[:vocab].to(torch.float32)
+            self.counts = counts
+        return self.counts
+
+    def seen_mask(self, vocab: int, device: torch.device) -> torch.Tensor:
+        if self.seen is None:
+            seen = torch.zeros(vocab, dtype=torch.bool, device=device)
+            ids = [t for t in (*self.prompt_ids, *self.generated) if 0 <= t < vocab]
+            if ids:
+                seen[torch.tensor(ids, dtype=torch.long, device=device)] = True
+            self.seen = seen
+        return self.seen
 
     @property
     def ending_ids(self) -> tuple[int, ...]:
@@ -103,13 +139,10 @@ def process_logits(logits: torch.Tensor, rows: list[RowState], vocab_size: int) 
         p = row.params
         x = logits[r]
         if p.repetition_penalty != 1.0:
-            seen = torch.tensor(sorted(set(row.prompt_ids) | set(row.generated)), dtype=torch.long, device=x.device)
-            if seen.numel():
-                vals = x[seen]
-                x[seen] = torch.where(vals > 0, vals / p.repetition_penalty, vals * p.repetition_penalty)
+            seen = row.seen_mask(x.shape[0], x.device)
+            x.copy_(torch.where(seen, torch.where(x > 0, x / p.repetition_penalty, x * p.repetition_penalty), x))
         if (p.presence_penalty or p.frequency_penalty) and row.generated:
-            gen = torch.tensor(row.generated, dtype=torch.long, device=x.device)
-            counts = torch.bincount(gen, minlength=x.shape[0])[: x.shape[0]].to(x.dtype)
+            counts = row.token_counts(x.shape[0], x.device)
             x -= counts * p.frequency_penalty + (counts > 0).to(x.dtype) * p.presence_penalty
         if p.logit_bias:
             ids = torch.tensor([t for t, _ in p.logit_bias], dtype=torch.long, device=x.device)
@@ -121,30 +154,61 @@ def process_logits(logits: torch.Tensor, rows: list[RowState], vocab_size: int) 
 
 
 def _sample_rows(logits: torch.Tensor, rows: list[RowState]) -> list[int]:
-    """Non-greedy rows: temperature, top-k, top-p, min-p, then a seeded inverse-CDF draw."""
+    """Non-greedy rows: temperature, top-k, top-p, min-p, then a seeded inverse-CDF draw.
+
+    Only rows with top_p sort their distribution (a stable descending sort, so equal
+    probabilities keep id order); the others draw over the vocabulary in id order,
+    top-k and min-p being thresholds, so a plain sampled row costs O(vocab)."""
     temps = torch.tensor([row.params.temperature for row in rows], dtype=torch.float32, device=logits.device)
     probs = torch.softmax(logits / temps[:, None], dim=-1)
-    # Stable descending sort: equal probabilities keep id order, so the draw is reproducible.
-    sorted_p, sorted_ids = torch.sort(probs, dim=-1, descending=True, stable=True)
-    keep = torch.ones_like(sorted_p, dtype=torch.bool)
-    for r, row in enumerate(rows):
-        p = row.params
-        if p.top_k and p.top_k > 0:
-            keep[r, p.top_k:] = False
-        if p.top_p < 1.0:
-            cum = torch.cumsum(sorted_p[r], dim=-1)
+    tokens = [0] * len(rows)
+    nucleus = [r for r, row in enumerate(rows) if row.params.top_p < 1.0]
+    plain = [r for r, row in enumerate(rows) if row.params.top_p >= 1.0]
+    if plain:
+        p = probs if len(plain) == len(rows) else probs.index_select(0, torch.tensor(plain, device=probs.device))
+        keep = torch.ones_like(p, dtype=torch.bool)
+        for j, r in enumerate(plain):
+            params = rows[r].params
+            if params.top_k and 0 < params.top_k < p.shape[-1]:
+                keep[j] &= p[j] >= torch.topk(p[j], params.top_k).values[-1]
+            if params.min_p > 0.0:
+                keep[j] &= p[j] >= params.min_p * p[j].max()
+        picks = _draw(torch.where(keep, p, torch.zeros_like(p)), [rows[r] for r in plain])
+        for r, t in zip(plain, picks.tolist()):
+            tokens[r] = t
+    if nucleus:
+        p = probs.index_select(0, torch.tensor(nucleus, device=probs.device))
+        sorted_p, sorted_ids = torch.sort(p, dim=-1, descending=True, stable=True)
+        keep = torch.ones_like(sorted_p, dtype=torch.bool)
+        for j, r in enumerate(nucleus):
+            params = rows[r].params
+            if params.top_k and params.top_k > 0:
+                keep[j, params.top_k:] = False
+            cum = torch.cumsum(sorted_p[j], dim=-1)
             # Keep the smallest prefix whose mass reaches top_p (the token crossing it stays).
-            keep[r] &= (cum - sorted_p[r]) < p.top_p
-        if p.min_p > 0.0:
-            keep[r] &= sorted_p[r] >= p.min_p * sorted_p[r, 0]
-    keep[:, 0] = True  # never an empty distribution
-    sorted_p = torch.where(keep, sorted_p, torch.zeros_like(sorted_p)).double()
-    cdf = torch.cumsum(sorted_p, dim=-1)
+            keep[j] &= (cum - sorted_p[j]) < params.top_p
+            if params.min_p > 0.0:
+                keep[j] &= sorted_p[j] >= params.min_p * sorted_p[j, 0]
+        keep[:, 0] = True  # never an empty distribution
+        pos = _draw(torch.where(keep, sorted_p, torch.zeros_like(sorted_p)), [rows[r] for r in nucleus])
+        for r, t in zip(nucleus, sorted_ids.gather(1, pos[:, None]).squeeze(1).tolist()):
+            tokens[r] = t
+    return tokens
+
+
+def _draw(weights: torch.Tensor, rows: list[RowState]) -> torch.Tensor:
+    """One index per row, drawn in proportion to ``weights`` with each row's generator."""
+    cdf = torch.cumsum(weights.double(), dim=-1)
     u = torch.stack([torch.rand((), generator=row.generator, dtype=torch.float64) for row in rows]).to(cdf.device)
-    pos = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True).clamp_(max=cdf.shape[-1] - 1)
-    # searchsorted can land on a zero-probability tail entry when u*total == cdf exactly.
-    chosen = sorted_ids.gather(1, pos).squeeze(1)
-    return chosen.tolist()
+    pos = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True).squeeze(1)
+    pos = pos.clamp_(max=cdf.shape[-1] - 1)
+    # u*total can equal a cdf entry exactly and land on a zero-weight id: step back to
+    # the last id with weight (the cdf is flat over zero-weight ids).
+    bad = weights.gather(1, pos[:, None]).squeeze(1) <= 0
+    if bool(bad.any()):
+        for j in torch.nonzero(bad).flatten().tolist():
+            pos[j] = int(torch.nonzero(weights[j] > 0).flatten()[-1])
+    return pos
 
 
 def sample_step(logits: torch.Tensor, rows: list[RowState], vocab_size: int) -> StepResult:

@@ -1,31 +1,29 @@
-"""Continuous batching: one worker thread per loaded generation model.
+"""Continuous batching over an engine-owned KV pool: one worker thread per loaded model.
 
-The worker owns the model and a left-padded batch: a ``DynamicCache`` whose per-layer
-key/value tensors are ``[rows, heads, T, head_dim]``, a ``[rows, T]`` attention mask
-(0 = padding) and, per row, the position id of its next token (so RoPE sees each
-sequence's real positions whatever padding sits to its left).
+The worker owns the model, a :class:`~inference.kvcache.KVPool` allocated once, and a
+:class:`~inference.kvcache.BlockManager` that hands out its blocks. Each step, vLLM v1
+style, one token budget (``max_step_tokens``) is shared out:
 
-Each loop iteration:
+1. running rows first, oldest first: a decoding row takes 1 token, a row still
+   prefilling takes the next chunk of its prompt (chunked prefill is not a special
+   case). A row that needs a block when none is free preempts the newest running row,
+   whose blocks are released and which later resumes by recomputation (helped by the
+   prefix cache, which keeps its full blocks until they are evicted);
+2. then, if nothing was preempted, waiting requests are admitted while rows, tokens of
+   the budget and KV blocks allow. A request is admitted whole (its ``n`` rows at once)
+   and needs the blocks of its prompt not already cached. A request that does not fit
+   is skipped, so narrower ones behind it go first, until it has been skipped for
+   ``max_skip_s``: then nothing more is admitted ahead of it (skip-ahead with aging);
+3. one forward over all scheduled tokens laid end to end (see
+   :mod:`inference.paged_attention`); rows whose tokens are all computed get their
+   next token sampled (:mod:`inference.sampling`), detokenised and stop-checked
+   (:mod:`inference.detokenize`). The ``n`` rows of a request share the prompt: its
+   first row prefills it, the others fork from it when it is done (full blocks
+   shared, the last partial block copied) and sample from the same logits.
 
-1. drop rows whose request was cancelled (the consumer closed its async generator);
-2. admit waiting requests (FIFO) while rows are free: prefill all newcomers in one
-   left-padded forward (each prompt once, however large its ``n``), sample the first
-   token of each sequence, repeat each prompt's KV ``n`` times and merge it into the
-   batch (left-padding whichever side is shorter) - so a newcomer joins at the next
-   decode step instead of waiting for the batch to drain;
-3. one decode step for all rows: a single forward of ``[rows, 1]`` tokens, per-row
-   sampling (:mod:`inference.sampling`), detokenisation and stop handling
-   (:mod:`inference.detokenize`);
-4. finished rows leave: the cache is index-selected down to the surviving rows and
-   leading all-padding columns are trimmed.
-
-Results go back to the event loop of the consumer with ``loop.call_soon_threadsafe``
-into that request's own ``asyncio.Queue``: one call per request per step carrying a
-list of :class:`SequenceDelta` (or an exception). Rows never share state, so results
-cannot cross between requests.
-
-Limitation: the merge/compaction code handles full-attention ``DynamicLayer`` caches
-(Llama, Mistral, Qwen2, ... without sliding windows), which covers the bundled models.
+Finished and cancelled rows release their blocks at the end of the step. Results go
+back to the consumer's event loop with ``loop.call_soon_threadsafe`` into that
+request's own ``asyncio.Queue``: one call per request per step.
 """
 
 from __future__ import annotations
@@ -34,22 +32,30 @@ import asyncio
 import collections
 import logging
 import threading
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 import torch
-import torch.nn.functional as F
-from transformers import DynamicCache
 
 from .detokenize import IncrementalDetokenizer, StopMatcher, TokenTable
 from .errors import EngineOverloaded, InvalidInput, ModelUnavailable
+from .kvcache import BlockManager, KVPool, blocks_for
+from .paged_attention import build_plan
 from .sampling import RowState, sample_step, sequence_generator
 from .types import GenerationRequest, SequenceDelta, TokenLogprob, TopLogprob
 
 log = logging.getLogger(__name__)
 
-# Max padded tokens (rows x longest prompt) in one prefill forward.
-_PREFILL_TOKEN_BUDGET = 8192
+
+@dataclass(frozen=True)
+class SchedulerLimits:
+    """Admission and step sizes of one scheduler."""
+
+    max_batch_size: int = 16  # rows decoding together
+    max_queue: int = 256  # sequences waiting; beyond -> EngineOverloaded
+    max_step_tokens: int = 256  # tokens in one forward (decode rows + prefill chunks)
+    max_skip_s: float = 10.0  # how long a request that does not fit may be overtaken
 
 
 class RequestHandle:
@@ -60,6 +66,7 @@ class RequestHandle:
         self.loop = loop
         self.queue: asyncio.Queue[list[SequenceDelta] | BaseException] = asyncio.Queue()
         self.cancelled = False  # set by the consumer; read by the worker (a plain bool is atomic)
+        self.skipped_since: float | None = None  # worker: when admission first passed it over
         self._scheduler: Scheduler | None = None
 
     def cancel(self) -> None:
@@ -77,59 +84,77 @@ class RequestHandle:
 
 @dataclass
 class _Row:
-    """One sequence of a request while it is in the batch."""
+    """One sequence of a request, from admission to its end."""
 
     handle: RequestHandle
     index: int
     state: RowState
     detok: IncrementalDetokenizer
     stopper: StopMatcher
-    next_position: int  # position id of the token fed at the next decode step
+    tokens: list[int]  # prompt, then every generated token
+    prompt_len: int
+    blocks: list[int] = field(default_factory=list)  # block table
+    computed: int = 0  # leading tokens whose keys/values are in the pool
+    keyed: int = 0  # leading full blocks registered in the prefix cache
+    last_key: int | None = None
+    cached_tokens: int = 0  # prompt tokens found in the prefix cache at admission
+    looked_up: bool = False  # counted in the prefix-cache hit rate already
+    reported: bool = False  # cached_tokens went out with the first delta
+    siblings: list[_Row] = field(default_factory=list)  # rows forking from this one after prefill
     finished: bool = False
     pending: list[SequenceDelta] = field(default_factory=list)
 
+    @property
+    def width(self) -> int:
+        return 1 + len(self.siblings)
+
 
 class Scheduler:
-    """Owns one model; see the module docstring."""
+    """Owns one model and its KV pool; see the module docstring."""
 
     def __init__(
         self,
         model: Any,
         table: TokenTable,
+        pool: KVPool,
         *,
         vocab_size: int,
         context_length: int,
         eos_ids: tuple[int, ...],
         device: torch.device,
-        max_batch_size: int,
-        max_queue: int,
+        limits: SchedulerLimits,
         bos_id: int | None,
         name: str,
     ) -> None:
         self.model = model
         self.table = table
+        self.pool = pool
         self.vocab_size = vocab_size
         self.context_length = context_length
         self.eos_ids = eos_ids
         self.device = device
-        self.max_batch_size = max(1, max_batch_size)
-        self.max_queue = max(0, max_queue)
+        self.max_batch_size = max(1, limits.max_batch_size)
+        self.max_queue = max(0, limits.max_queue)
+        self.max_step_tokens = max(limits.max_step_tokens, self.max_batch_size)
+        self.max_skip_s = limits.max_skip_s
         self.bos_id = bos_id
+        self.blocks = BlockManager(pool.num_blocks, pool.block_size)
+        self._watermark = max(1, pool.num_blocks // 100)
         self._cv = threading.Condition()
         self._waiting: collections.deque[RequestHandle] = collections.deque()
         self._waiting_seqs = 0
         self._jobs: collections.deque[Callable[..., None]] = collections.deque()
         self._stopping = False
-        # Batch state, touched only by the worker thread.
-        self._rows: list[_Row] = []
-        self._cache: DynamicCache | None = None
-        self._mask: torch.Tensor | None = None
+        # Touched only by the worker thread (stats() reads lengths and ints).
+        self._running: list[_Row] = []  # admission order; siblings live in their leader
+        self._resume: collections.deque[_Row] = collections.deque()  # preempted, first in line
+        self.preemptions = 0
         self._thread = threading.Thread(target=self._run, name=f"gen-{name}", daemon=True)
         self._thread.start()
 
     # ----------------------------------------------------------------- consumer side
     def validate(self, request: GenerationRequest) -> None:
-        """Reject what would crash the model; raises InvalidInput."""
+        """Reject what would crash the model or could never be served; raises InvalidInput."""
         ids = request.prompt_token_ids
         if request.n < 1:
             raise InvalidInput("n must be at least 1", param="n")
@@ -147,8 +172,11 @@ class Scheduler:
             raise InvalidInput("max_tokens must not be negative", param="max_tokens")
         total = max(len(ids), 1) + s.max_tokens
         if total > self.context_length:
+            why = ""
+            if self.context_length >= self.pool.capacity_tokens:
+                why = f" (the limit of this server's KV cache, {self.pool.capacity_tokens} tokens)"
             raise InvalidInput(
-                f"This model's maximum context length is {self.context_length} tokens. However, you requested "
+                f"This model's maximum context length is {self.context_length} tokens{why}. However, you requested "
                 f"{total} tokens ({len(ids)} in the messages, {s.max_tokens} in the completion).",
                 param="prompt",
                 code="context_length_exceeded",
@@ -161,6 +189,15 @@ class Scheduler:
                 raise InvalidInput(f"token id {tid} is outside the vocabulary", param="stop_token_ids")
         if s.logprobs is not None and not 0 <= s.logprobs <= 20:
             raise InvalidInput("logprobs must be between 0 and 20", param="logprobs")
+
+    def check_total(self, sequences: int) -> None:
+        """A request of several prompts must fit the queue as a whole, or it could never run."""
+        if sequences > self.max_queue:
+            raise InvalidInput(
+                f"this request asks for {sequences} sequences (prompts x n); this model queues at most "
+                f"{self.max_queue}",
+                param="n",
+            )
 
     def submit(self, request: GenerationRequest, loop: asyncio.AbstractEventLoop) -> RequestHandle:
         self.validate(request)
@@ -180,7 +217,7 @@ class Scheduler:
         return handle
 
     def run_job(self, fn: Callable[[], Any], loop: asyncio.AbstractEventLoop) -> asyncio.Future:
-        """Run ``fn`` on the worker thread between decode steps; the future resolves on ``loop``."""
+        """Run ``fn`` on the worker thread between steps; the future resolves on ``loop``."""
         fut: asyncio.Future = loop.create_future()
 
         def settle(ok: bool, value: Any) -> None:
@@ -210,8 +247,26 @@ class Scheduler:
         return fut
 
     def stats(self) -> dict:
+        """Rows and queue, and the KV pool: tokens in use (held by rows), tokens cached
+        for reuse, capacity, preemptions so far and the prefix-cache hit rate."""
+        bm, bs = self.blocks, self.pool.block_size
         with self._cv:
-            return {"running": len(self._rows), "waiting": self._waiting_seqs}
+            running = sum(r.width for r in list(self._running))
+            waiting = self._waiting_seqs + sum(r.width for r in list(self._resume))
+        total = bm.num_blocks * bs
+        return {
+            "running": running,
+            "waiting": waiting,
+            "kv_tokens_used": bm.used * bs,
+            "kv_tokens_cached": bm.cached_free() * bs,
+            "kv_tokens_total": total,
+            "kv_usage": round(bm.used * bs / total, 4) if total else 0.0,
+            "kv_bytes_total": self.pool.nbytes,
+            "preemptions": self.preemptions,
+            "prefix_cache_queries": bm.queries,
+            "prefix_cache_hits": bm.hits,
+            "prefix_cache_hit_rate": round(bm.hits / bm.queries, 4) if bm.queries else 0.0,
+        }
 
     def _on_cancel(self, handle: RequestHandle) -> None:
         with self._cv:
@@ -234,34 +289,27 @@ class Scheduler:
         torch.set_grad_enabled(False)
         while True:
             with self._cv:
-                while not self._stopping and not self._waiting and not self._rows and not self._jobs:
+                while not (self._stopping or self._waiting or self._running or self._resume or self._jobs):
                     self._cv.wait()
                 if self._stopping:
                     break
                 jobs = list(self._jobs)
                 self._jobs.clear()
-                admitted: list[RequestHandle] = []
-                free = self.max_batch_size - len(self._rows)
-                while self._waiting and self._waiting[0].request.n <= free:
-                    handle = self._waiting.popleft()
-                    self._waiting_seqs -= handle.request.n
-                    if handle.cancelled:
-                        continue
-                    admitted.append(handle)
-                    free -= handle.request.n
             for job in jobs:
                 job()
             try:
                 with torch.inference_mode():
-                    self._step(admitted)
+                    self._step()
             except Exception as exc:  # a failed forward must not kill the worker
                 log.exception("generation step failed")
-                failed = {id(r.handle): r.handle for r in self._rows}
-                failed.update({id(h): h for h in admitted})
-                for handle in failed.values():
+                for handle in {id(r.handle): r.handle for r in self._all_rows()}.values():
                     handle._deliver(ModelUnavailable(f"generation failed: {exc}"))
                 self._reset_batch()
         self._fail_everything(ModelUnavailable("the model was unloaded"))
+
+    def _all_rows(self) -> list[_Row]:
+        rows = [r for lead in list(self._running) + list(self._resume) for r in [lead, *lead.siblings]]
+        return rows
 
     def _fail_everything(self, exc: BaseException) -> None:
         with self._cv:
@@ -272,37 +320,150 @@ class Scheduler:
             self._jobs.clear()
         for job in jobs:
             job(exc)
-        for handle in waiting + [r.handle for r in self._rows]:
+        for handle in waiting + [r.handle for r in self._all_rows()]:
             handle._deliver(exc)
         self._reset_batch()
 
     def _reset_batch(self) -> None:
-        self._rows = []
-        self._cache = None
-        self._mask = None
+        with self._cv:
+            self._running = []
+            self._resume.clear()
+        self.blocks = BlockManager(self.pool.num_blocks, self.pool.block_size)
 
-    def _step(self, admitted: list[RequestHandle]) -> None:
+    def _step(self) -> None:
         self._drop(lambda row: row.handle.cancelled)
-        self._prefill_all([h for h in admitted if not h.cancelled])
-        self._deliver_and_compact()
-        if not self._rows:
-            return
-        self._decode()
-        self._deliver_and_compact()
-
-    def _deliver_and_compact(self) -> None:
-        # Finished rows leave the batch before their last delta is handed over, so a
-        # consumer that saw its sequence end also sees the freed slot in stats().
+        plan = self._schedule()
+        if plan:
+            self._forward(plan)
         outbox = self._collect_pending()
+        # Finished rows leave (and free their blocks) before their last delta is handed
+        # over, so a consumer that saw its sequence end also sees the freed slot in stats().
         self._drop(lambda row: row.finished or row.handle.cancelled)
         for handle, deltas in outbox:
             if not handle.cancelled:
                 handle._deliver(deltas)
 
-    def _make_rows(self, handle: RequestHandle, prompt: list[int]) -> list[_Row]:
+    # --------------------------------------------------------------------- schedule
+    def _schedule(self) -> list[tuple[_Row, int]]:
+        """This step's rows and how many tokens each feeds (see the module docstring)."""
+        budget = self.max_step_tokens
+        plan: list[tuple[_Row, int]] = []
+        preempted = False
+        i = 0
+        while i < len(self._running) and budget > 0:
+            row = self._running[i]
+            take = min(len(row.tokens) - row.computed, budget)
+            if self._grow(row, row.computed + take):
+                plan.append((row, take))
+                budget -= take
+                i += 1
+                continue
+            preempted = True
+            victim = self._running[-1]
+            self._preempt(victim)
+            if victim is row:
+                break
+        if not preempted:
+            budget = self._admit(budget, plan)
+        return plan
+
+    def _grow(self, row: _Row, tokens: int) -> bool:
+        """Give ``row`` blocks for ``tokens`` tokens; False if the pool is short."""
+        more = blocks_for(tokens, self.pool.block_size) - len(row.blocks)
+        if more <= 0:
+            return True
+        got = self.blocks.allocate(more)
+        if got is None:
+            return False
+        row.blocks.extend(got)
+        return True
+
+    def _preempt(self, row: _Row) -> None:
+        """Free a running row's blocks; it resumes later by recomputing (prefix cache first)."""
+        self._running.remove(row)
+        self.blocks.release(row.blocks)
+        row.blocks, row.computed, row.keyed, row.last_key = [], 0, 0, None
+        self.preemptions += 1
+        with self._cv:
+            self._resume.appendleft(row)
+
+    def _admit(self, budget: int, plan: list[tuple[_Row, int]]) -> int:
+        """Admit preempted rows, then waiting requests, while budget, rows and blocks allow."""
+        rows_free = self.max_batch_size - sum(r.width for r in self._running)
+        while self._resume and budget > 0:
+            row = self._resume[0]
+            if row.width > rows_free or not self._start(row, headroom=row.width - 1):
+                return budget
+            with self._cv:
+                self._resume.popleft()
+            rows_free -= row.width
+            budget = self._plan_new(row, budget, plan)
+        now = time.monotonic()
+        with self._cv:
+            candidates = list(self._waiting)
+        for handle in candidates:
+            if budget <= 0 or rows_free <= 0:
+                break
+            if handle.cancelled:
+                continue
+            n = handle.request.n
+            if handle.request.sampling.max_tokens == 0:
+                self._take(handle)
+                handle._deliver([SequenceDelta(index=i, text="", finish_reason="length") for i in range(n)])
+                continue
+            leader = self._make_rows(handle) if n <= rows_free else None
+            if leader is not None and self._start(leader, headroom=n - 1):
+                self._take(handle)
+                rows_free -= n
+                budget = self._plan_new(leader, budget, plan)
+                continue
+            # It does not fit now: let narrower requests behind it go first, for a while.
+            if handle.skipped_since is None:
+                handle.skipped_since = now
+            if now - handle.skipped_since >= self.max_skip_s:
+                break
+        return budget
+
+    def _take(self, handle: RequestHandle) -> None:
+        with self._cv:
+            try:
+                self._waiting.remove(handle)
+                self._waiting_seqs -= handle.request.n
+            except ValueError:
+                pass
+
+    def _start(self, row: _Row, headroom: int) -> bool:
+        """Look the row's tokens up in the prefix cache and check the pool can hold the
+        rest (plus ``headroom`` blocks for forks and a watermark); undo on failure."""
+        bs = self.pool.block_size
+        limit = len(row.tokens) - 1  # at least one token is computed, for its logits
+        found, key = self.blocks.lookup(row.tokens, limit)
+        need = blocks_for(len(row.tokens), bs) - len(found) + headroom + self._watermark
+        if need > self.blocks.free:
+            self.blocks.release(found)
+            return False
+        row.blocks, row.keyed, row.last_key = found, len(found), key
+        row.computed = len(found) * bs
+        if not row.looked_up:
+            row.looked_up = True
+            row.cached_tokens = row.computed
+            self.blocks.record_lookup(row.prompt_len, row.computed)
+        return True
+
+    def _plan_new(self, row: _Row, budget: int, plan: list[tuple[_Row, int]]) -> int:
+        self._running.append(row)
+        take = min(len(row.tokens) - row.computed, budget)
+        if not self._grow(row, row.computed + take):  # cannot happen after _start's check
+            raise RuntimeError("KV pool accounting error")
+        plan.append((row, take))
+        return budget - take
+
+    def _make_rows(self, handle: RequestHandle) -> _Row:
+        """The request's first row, carrying the others as siblings until its prefill ends."""
         s = handle.request.sampling
         grammar = handle.request.grammar
-        return [
+        prompt = list(handle.request.prompt_token_ids) or [self.bos_id]
+        rows = [
             _Row(
                 handle=handle,
                 index=i,
@@ -312,117 +473,114 @@ class Scheduler:
                 ),
                 detok=IncrementalDetokenizer(self.table, skip_special_tokens=s.skip_special_tokens),
                 stopper=StopMatcher(s.stop, include_stop=s.include_stop_str_in_output),
-                next_position=len(prompt),
+                tokens=list(prompt),
+                prompt_len=len(prompt),
             )
             for i in range(handle.request.n)
         ]
+        rows[0].siblings = rows[1:]
+        return rows[0]
 
-    def _prefill_all(self, handles: list[RequestHandle]) -> None:
-        """Prefill newcomers in groups of similar size (one padded forward per group)."""
-        queued = []
-        for handle in handles:
-            if handle.request.sampling.max_tokens == 0:
-                handle._deliver(
-                    [SequenceDelta(index=i, text="", finish_reason="length") for i in range(handle.request.n)]
-                )
-            else:
-                queued.append((list(handle.request.prompt_token_ids) or [self.bos_id], handle))
-        queued.sort(key=lambda item: len(item[0]))
-        group: list[tuple[list[int], RequestHandle]] = []
-        for item in queued:
-            width = len(item[0])
-            # Bound the padded prefill so long prompts do not blow up attention memory.
-            if group and width * (len(group) + 1) > _PREFILL_TOKEN_BUDGET:
-                self._prefill_group(group)
-                group = []
-            group.append(item)
-        if group:
-            self._prefill_group(group)
-
-    def _prefill_group(self, group: list[tuple[list[int], RequestHandle]]) -> None:
-        width = max(len(p) for p, _ in group)
-        pad = self.eos_ids[0] if self.eos_ids else 0
-        ids = torch.tensor([[pad] * (width - len(p)) + p for p, _ in group], dtype=torch.long, device=self.device)
-        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p, _ in group], dtype=torch.long, device=self.device)
-        cache = DynamicCache(config=self.model.config)
-        if len(group) == 1:
-            out = self.model(input_ids=ids, cache=cache, use_cache=True, logits_to_keep=1)
-        else:
-            pos = (mask.cumsum(dim=1) - 1).clamp_(min=0)
-            out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, cache=cache, use_cache=True, logits_to_keep=1)
-            keep = mask.bool()[:, None, :, None]
-            for layer in cache.layers:
-                # Padding positions are never attended to, but NaN * 0 is NaN: zero them.
-                layer.keys = torch.where(keep, layer.keys, torch.zeros((), dtype=layer.keys.dtype, device=self.device))
-                layer.values = torch.where(keep, layer.values, torch.zeros((), dtype=layer.values.dtype, device=self.device))
-        repeats = [h.request.n for _, h in group]
-        logits = out.logits[:, -1, :]
-        if any(n > 1 for n in repeats):
-            idx = torch.repeat_interleave(torch.arange(len(group), device=self.device), torch.tensor(repeats, device=self.device))
-            for layer in cache.layers:
-                layer.keys = layer.keys.index_select(0, idx)
-                layer.values = layer.values.index_select(0, idx)
-            mask = mask.index_select(0, idx)
-            logits = logits.index_select(0, idx)
-        rows = [row for prompt, handle in group for row in self._make_rows(handle, prompt)]
-        self._merge(cache, mask, rows)
+    # ---------------------------------------------------------------------- forward
+    def _forward(self, plan: list[tuple[_Row, int]]) -> None:
+        ids: list[int] = []
+        pos: list[int] = []
+        spans: list[tuple[list[int], int, int]] = []
+        keep: list[int] = []
+        ready: list[_Row] = []
+        for row, take in plan:
+            start = row.computed
+            ids.extend(row.tokens[start : start + take])
+            pos.extend(range(start, start + take))
+            spans.append((row.blocks, start, take))
+            if start + take == len(row.tokens):
+                ready.append(row)
+                keep.append(len(ids) - 1)
+        kv_plan = build_plan(self.pool.keys, self.pool.values, self.pool.block_size, spans)
+        out = self.model(
+            input_ids=torch.tensor([ids], dtype=torch.long, device=self.device),
+            position_ids=torch.tensor([pos], dtype=torch.long, device=self.device),
+            kv_plan=kv_plan,
+            use_cache=False,
+            logits_to_keep=torch.tensor(keep, dtype=torch.long, device=self.device) if keep else 1,
+        )
+        for row, take in plan:
+            row.computed += take
+            self._register_full_blocks(row)
+        if not ready:
+            return
+        logits = out.logits[0]
+        rows: list[_Row] = []
+        which: list[int] = []
+        for j, row in enumerate(ready):
+            group = [row, *self._fork(row)]
+            rows.extend(group)
+            which.extend([j] * len(group))
+        if len(which) != len(ready):
+            logits = logits.index_select(0, torch.tensor(which, device=logits.device))
         self._apply(rows, logits)
 
-    def _merge(self, cache: DynamicCache, mask: torch.Tensor, rows: list[_Row]) -> None:
-        """Append a prefilled group to the batch, left-padding the shorter side."""
-        if not self._rows or self._cache is None or self._mask is None:
-            self._cache, self._mask, self._rows = cache, mask, list(rows)
-            return
-        old_t, new_t = self._mask.shape[1], mask.shape[1]
-        width = max(old_t, new_t)
-        for old_layer, new_layer in zip(self._cache.layers, cache.layers):
-            for attr in ("keys", "values"):
-                a = getattr(old_layer, attr)
-                b = getattr(new_layer, attr)
-                a = F.pad(a, (0, 0, width - old_t, 0)) if width > old_t else a
-                b = F.pad(b, (0, 0, width - new_t, 0)) if width > new_t else b
-                setattr(old_layer, attr, torch.cat([a, b], dim=0))
-        old_m = F.pad(self._mask, (width - old_t, 0)) if width > old_t else self._mask
-        new_m = F.pad(mask, (width - new_t, 0)) if width > new_t else mask
-        self._mask = torch.cat([old_m, new_m], dim=0)
-        self._rows.extend(rows)
+    def _register_full_blocks(self, row: _Row) -> None:
+        bs = self.pool.block_size
+        while (row.keyed + 1) * bs <= row.computed:
+            start = row.keyed * bs
+            key = self.blocks.chain_key(row.last_key, tuple(row.tokens[start : start + bs]))
+            self.blocks.register(row.blocks[row.keyed], key)
+            row.keyed += 1
+            row.last_key = key
+
+    def _fork(self, leader: _Row) -> list[_Row]:
+        """The leader's prompt is in the pool: its siblings share the full blocks, get a
+        copy of the partial last one, and run from here as rows of their own."""
+        if not leader.siblings:
+            return []
+        bs = self.pool.block_size
+        full = leader.computed // bs
+        partial = leader.computed % bs
+        forked = []
+        for sib in leader.siblings:
+            shared = leader.blocks[:full]
+            self.blocks.share(shared)
+            tail: list[int] = []
+            if partial:
+                got = self.blocks.allocate(1)
+                if got is None:  # the pool is short: this sibling recomputes later instead
+                    self.blocks.release(shared)
+                    with self._cv:
+                        self._resume.append(sib)
+                    continue
+                tail = got
+                src = leader.blocks[full] * bs
+                dst = tail[0] * bs
+                self.pool.keys[:, :, dst : dst + partial] = self.pool.keys[:, :, src : src + partial]
+                self.pool.values[:, :, dst : dst + partial] = self.pool.values[:, :, src : src + partial]
+            sib.blocks = shared + tail
+            sib.computed, sib.keyed, sib.last_key = leader.computed, leader.keyed, leader.last_key
+            sib.cached_tokens = leader.cached_tokens
+            forked.append(sib)
+        leader.siblings = []
+        self._running.extend(forked)
+        return forked
 
     def _drop(self, gone: Callable[[_Row], bool]) -> None:
-        """Remove rows (finished or cancelled) and compact the cache."""
-        keep = [i for i, row in enumerate(self._rows) if not gone(row)]
-        if len(keep) == len(self._rows):
-            return
-        if not keep:
-            self._reset_batch()
-            return
-        assert self._cache is not None and self._mask is not None
-        idx = torch.tensor(keep, dtype=torch.long, device=self.device)
-        mask = self._mask.index_select(0, idx)
-        # Columns that are padding in every surviving row can go.
-        start = int(torch.nonzero(mask.any(dim=0))[0].item())
-        self._mask = mask[:, start:]
-        for layer in self._cache.layers:
-            layer.keys = layer.keys.index_select(0, idx)[:, :, start:, :]
-            layer.values = layer.values.index_select(0, idx)[:, :, start:, :]
-        self._rows = [self._rows[i] for i in keep]
-
-    def _decode(self) -> None:
-        assert self._cache is not None and self._mask is not None
-        rows = self._rows
-        ids = torch.tensor([[r.state.generated[-1]] for r in rows], dtype=torch.long, device=self.device)
-        pos = torch.tensor([[r.next_position] for r in rows], dtype=torch.long, device=self.device)
-        mask = F.pad(self._mask, (0, 1), value=1)
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, cache=self._cache, use_cache=True, logits_to_keep=1)
-        self._mask = mask
-        for r in rows:
-            r.next_position += 1
-        self._apply(rows, out.logits[:, -1, :])
+        """Rows that finished or were cancelled leave and release their blocks."""
+        for lead in list(self._running):
+            if gone(lead):
+                self._running.remove(lead)
+                self.blocks.release(lead.blocks)
+                lead.blocks = []  # unforked siblings share its handle, so they go too
+        for row in list(self._resume):
+            if gone(row):
+                with self._cv:
+                    self._resume.remove(row)
 
     def _apply(self, rows: list[_Row], logits: torch.Tensor) -> None:
         """Sample one token per row and turn it into deltas."""
         result = sample_step(logits, [r.state for r in rows], self.vocab_size)
         for row, token, lp in zip(rows, result.tokens, result.logprobs):
             self._advance(row, token, lp)
+            if not row.finished:
+                row.tokens.append(token)
 
     def _advance(self, row: _Row, token: int, lp: tuple[float, list[tuple[int, float]]] | None) -> None:
         """One sampled token: its text (UTF-8 completed, stop strings held back or cut),
@@ -431,7 +589,7 @@ class Scheduler:
         only with ``include_stop_str_in_output``."""
         st = row.state
         p = st.params
-        st.generated.append(token)
+        st.push(token)
         ends = len(st.generated) > p.min_tokens and token in st.ending_ids
         grammar_done = False  # the grammar cannot go on: the sequence ends after this token
         if st.constraint is not None:
@@ -481,8 +639,11 @@ class Scheduler:
     def _collect_pending(self) -> list[tuple[RequestHandle, list[SequenceDelta]]]:
         """Group this step's deltas per request: one thread-safe hand-off per request per step."""
         by_handle: dict[int, tuple[RequestHandle, list[SequenceDelta]]] = {}
-        for row in self._rows:
+        for row in self._running:
             if row.pending:
+                if not row.reported:
+                    row.reported = True
+                    row.pending[0] = replace(row.pending[0], cached_tokens=row.cached_tokens)
                 entry = by_handle.setdefault(id(row.handle), (row.handle, []))
                 entry[1].extend(row.pending)
                 row.pending = []

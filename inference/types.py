@@ -118,3 +118,5 @@ class SequenceDelta:
     token_ids: tuple[int, ...] = ()
     logprobs: tuple[TokenLogprob, ...] = ()
     finish_reason: FinishReason | None = None
+    # On a sequence's first delta: prompt tokens whose KV came from the prefix cache.
+    cached_tokens: int | None = None

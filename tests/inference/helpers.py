@@ -55,3 +55,8 @@ def ids_of(deltas: list[SequenceDelta]) -> list[int]:
 def req(ids, rid: str = "r", n: int = 1, **sampling) -> GenerationRequest:
     return GenerationRequest(request_id=rid, prompt_token_ids=tuple(ids), sampling=SamplingParams(**sampling), n=n)
 
+
+
+def assert_idle(stats: dict) -> None:
+    """Nothing runs or waits, and no row holds KV blocks (cached prefixes may stay)."""
+    assert (stats["running"], stats["waiting"], stats["kv_tokens_used"]) == (0, 0, 0), stats

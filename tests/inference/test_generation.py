@@ -10,7 +10,7 @@ import pytest
 from inference.errors import InvalidInput
 from inference.types import GenerationRequest, SamplingParams
 
-from .helpers import collect, ids_of, req, run, text_of
+from .helpers import assert_idle, collect, ids_of, req, run, text_of
 
 pytestmark = pytest.mark.model
 
@@ -178,4 +178,4 @@ def test_concurrent_requests_never_cross(smol):
             ref = run(collect(smol, make(i, p, c, n)))
             alone[key] = {k: ids_of(v) for k, v in ref.items()}
         assert got == alone[key], f"request {i} differs from its solo run"
-    assert smol.stats() == {"running": 0, "waiting": 0}
+    assert_idle(smol.stats())

@@ -1,0 +1,174 @@
+"""The KV pool a generation model's scheduler owns: allocated once, written in place.
+
+Storage: one key and one value tensor for all layers, ``[layers, kv_heads, slots,
+head_dim]``, where ``slots = num_blocks * block_size``. A sequence owns a list of
+blocks (its block table); token ``i`` of the sequence lives in slot
+``blocks[i // block_size] * block_size + i % block_size``. Joining, leaving or
+preempting a sequence touches only its own block list: no other row's cache is copied.
+
+:class:`BlockManager` hands out blocks and implements prefix reuse the vLLM way:
+
+* a block that is full gets a key chained from its parent's key and its tokens, so a
+  key identifies the whole prefix up to the end of that block;
+* a later sequence whose prompt starts with the same tokens finds those blocks by key
+  and shares them (reference counts) instead of computing them again;
+* a block whose last user leaves keeps its contents and key and goes to an LRU list;
+  it is evicted (its key forgotten) only when a fresh block is needed and no
+  never-used one is left.
+"""
+
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class PoolShape:
+    """What one token costs in the pool, from the model's config."""
+
+    layers: int
+    kv_heads: int
+    head_dim: int
+    dtype: torch.dtype
+
+    @property
+    def bytes_per_token(self) -> int:
+        return 2 * self.layers * self.kv_heads * self.head_dim * torch.empty((), dtype=self.dtype).element_size()
+
+
+def pool_shape_of(config, dtype: torch.dtype) -> PoolShape:
+    """The pool geometry of a transformers decoder config."""
+    heads = int(config.num_attention_heads)
+    kv_heads = int(getattr(config, "num_key_value_heads", None) or heads)
+    head_dim = int(getattr(config, "head_dim", None) or config.hidden_size // heads)
+    return PoolShape(layers=int(config.num_hidden_layers), kv_heads=kv_heads, head_dim=head_dim, dtype=dtype)
+
+
+class KVPool:
+    """The preallocated key/value storage (zero-filled once, so its memory is resident
+    from the start and the process size does not drift with load)."""
+
+    def __init__(self, shape: PoolShape, *, num_blocks: int, block_size: int, device: torch.device) -> None:
+        self.shape = shape
+        self.num_blocks = num_blocks
+        self.block_size = block_size
+        slots = num_blocks * block_size
+        dims = (shape.layers, shape.kv_heads, slots, shape.head_dim)
+        self.keys = torch.zeros(dims, dtype=shape.dtype, device=device)
+        self.values = torch.zeros(dims, dtype=shape.dtype, device=device)
+
+    @property
+    def capacity_tokens(self) -> int:
+        return self.num_blocks * self.block_size
+
+    @property
+    def nbytes(self) -> int:
+        return self.keys.nbytes + self.values.nbytes
+
+
+def blocks_for(tokens: int, block_size: int) -> int:
+    return -(-tokens // block_size)
+
+
+class BlockManager:
+    """Block allocation, reference counts and the prefix cache (see the module docstring).
+
+    Used by the scheduler's worker thread only; ``stats`` is read from other threads
+    and only reads ints."""
+
+    def __init__(self, num_blocks: int, block_size: int) -> None:
+        self.num_blocks = num_blocks
+        self.block_size = block_size
+        self._refs = [0] * num_blocks
+        self._key_of: list[int | None] = [None] * num_blocks
+        self._by_key: dict[int, int] = {}
+        self._fresh: list[int] = list(range(num_blocks - 1, -1, -1))  # never used or forgotten: pop() from the end
+        self._lru: collections.OrderedDict[int, None] = collections.OrderedDict()  # free but still keyed
+        self.used = 0  # blocks with a reference
+        self.queries = 0  # prompt tokens looked up in the prefix cache
+        self.hits = 0  # of which found
+
+    # ------------------------------------------------------------------ capacity
+    @property
+    def free(self) -> int:
+        """Blocks that can be handed out now (fresh ones plus evictable cached ones)."""
+        return len(self._fresh) + len(self._lru)
+
+    def cached_free(self) -> int:
+        return len(self._lru)
+
+    # ---------------------------------------------------------------- allocation
+    def allocate(self, count: int) -> list[int] | None:
+        """``count`` blocks with one reference each, or None (nothing taken) if short."""
+        if count > self.free:
+            return None
+        out = []
+        for _ in range(count):
+            if self._fresh:
+                block = self._fresh.pop()
+            else:
+                block, _ = self._lru.popitem(last=False)  # evict the least recently used
+                key = self._key_of[block]
+                if key is not None and self._by_key.get(key) == block:
+                    del self._by_key[key]
+                self._key_of[block] = None
+            self._refs[block] = 1
+            out.append(block)
+        self.used += count
+        return out
+
+    def release(self, blocks: list[int]) -> None:
+        """Drop one reference from each block; the tail goes to the LRU first, so a
+        prefix's first blocks (shared most widely) are evicted last."""
+        for block in reversed(blocks):
+            self._refs[block] -= 1
+            if self._refs[block] == 0:
+                self.used -= 1
+                if self._key_of[block] is not None:
+                    self._lru[block] = None
+                else:
+                    self._fresh.append(block)
+
+    # -------------------------------------------------------------- prefix cache
+    @staticmethod
+    def chain_key(parent: int | None, tokens: tuple[int, ...]) -> int:
+        return hash((parent, tokens))
+
+    def lookup(self, tokens: list[int], limit: int) -> tuple[list[int], int | None]:
+        """Blocks holding the longest cached prefix of ``tokens`` (whole blocks, at most
+        ``limit`` tokens), each with a reference taken; and the key of the last one."""
+        bs = self.block_size
+        found: list[int] = []
+        parent: int | None = None
+        for start in range(0, (limit // bs) * bs, bs):
+            key = self.chain_key(parent, tuple(tokens[start : start + bs]))
+            block = self._by_key.get(key)
+            if block is None:
+                break
+            found.append(block)
+            parent = key
+        for block in found:
+            if self._refs[block] == 0:
+                self._lru.pop(block, None)
+                self.used += 1
+            self._refs[block] += 1
+        return found, parent
+
+    def share(self, blocks: list[int]) -> None:
+        """One more reference to blocks that are in use (a fork of a sequence)."""
+        for block in blocks:
+            self._refs[block] += 1
+
+    def record_lookup(self, asked: int, hit: int) -> None:
+        self.queries += asked
+        self.hits += hit
+
+    def register(self, block: int, key: int) -> None:
+        """Block ``block`` is full and its prefix has key ``key``: make it findable. If
+        the same prefix is already cached elsewhere, the older block stays the one found."""
+        if self._key_of[block] is None:
+            self._key_of[block] = key
+            self._by_key.setdefault(key, block)

@@ -1,0 +1,161 @@
+"""Attention over the engine's KV pool, registered with transformers' AttentionInterface.
+
+The scheduler runs one forward per step over a *flattened* batch: every row's new
+tokens (one for a decoding row, a chunk for a prefilling row) laid end to end as a
+single ``[1, tokens]`` sequence with each token's real position id, so the linear
+layers see no padding at all. A :class:`StepPlan` says which tokens belong to which
+row and where their keys and values go in the pool. The attention function, called
+by each layer with the layer's freshly projected (and rotated) keys and values:
+
+1. writes them into the pool slots of their rows (``index_copy_``, in place);
+2. gathers each row's keys and values once per layer with one ``index_select`` over
+   all rows (cost: the tokens held, not batch x longest row);
+3. runs ``scaled_dot_product_attention`` per row on views of that gather, the
+   query heads of a KV group folded into the query length so grouped-query models
+   need no repeated keys.
+
+Each row's attention is computed alone, so its numbers do not depend on which other
+rows share the step. Without a plan (e.g. prompt scoring) it is plain causal SDPA.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+ATTENTION_NAME = "gpt3dev_paged"
+
+
+@dataclass
+class RowSpan:
+    q_start: int  # first of this row's tokens in the flattened step
+    q_len: int  # tokens of this row in this step
+    kv_start: int  # offset of this row's keys in the per-layer gather
+    kv_len: int  # tokens held by this row after this step's writes
+    mask: torch.Tensor | None  # [q_len, kv_len] bool when the chunk sits after cached tokens
+
+
+@dataclass
+class StepPlan:
+    keys: torch.Tensor  # the pool, [layers, kv_heads, slots, head_dim]
+    values: torch.Tensor
+    write_slots: torch.Tensor  # [tokens]: the slot of each new token
+    gather_slots: torch.Tensor  # every row's slots, rows end to end
+    rows: list[RowSpan]
+
+
+def build_plan(keys: torch.Tensor, values: torch.Tensor, block_size: int,
+               rows: list[tuple[list[int], int, int]]) -> StepPlan:
+    """``rows``: per row (block table, tokens held before this step, new tokens)."""
+    device = keys.device
+    spans: list[RowSpan] = []
+    write: list[torch.Tensor] = []
+    gather: list[torch.Tensor] = []
+    offsets = torch.arange(block_size, device=device)
+    q_start = kv_start = 0
+    for blocks, held, new in rows:
+        total = held + new
+        slots = (torch.tensor(blocks, dtype=torch.long, device=device)[:, None] * block_size + offsets).flatten()[:total]
+        gather.append(slots)
+        write.append(slots[held:])
+        mask = None
+        if new > 1 and held > 0:
+            q_pos = torch.arange(held, total, device=device)[:, None]
+            mask = torch.arange(total, device=device)[None, :] <= q_pos
+        spans.append(RowSpan(q_start, new, kv_start, total, mask))
+        q_start += new
+        kv_start += total
+    return StepPlan(keys, values, torch.cat(write), torch.cat(gather), spans)
+
+
+def paged_attention(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                    attention_mask: torch.Tensor | None, scaling: float | None = None,
+                    dropout: float = 0.0, kv_plan: StepPlan | None = None, **kwargs: Any
+                    ) -> tuple[torch.Tensor, None]:
+    """The AttentionInterface function: query ``[1, heads, T, D]``, key/value ``[1,
+    kv_heads, T, D]``; returns ``[1, T, heads, D]``."""
+    if kv_plan is None:
+        return _plain_causal(query, key, value, attention_mask, scaling)
+    layer = module.layer_idx
+    pool_k, pool_v = kv_plan.keys[layer], kv_plan.values[layer]
+    pool_k.index_copy_(1, kv_plan.write_slots, key[0].to(pool_k.dtype))
+    pool_v.index_copy_(1, kv_plan.write_slots, value[0].to(pool_v.dtype))
+    k_all = pool_k.index_select(1, kv_plan.gather_slots)
+    v_all = pool_v.index_select(1, kv_plan.gather_slots)
+    heads, dim = query.shape[1], query.shape[3]
+    kv_heads = k_all.shape[0]
+    group = heads // kv_heads
+    outs = []
+    for span in kv_plan.rows:
+        q = query[0, :, span.q_start : span.q_start + span.q_len]  # [heads, q, D]
+        # Fold the group's query heads into the query length: [kv_heads, group*q, D].
+        q = q.reshape(kv_heads, group * span.q_len, dim)
+        k = k_all[:, span.kv_start : span.kv_start + span.kv_len]
+        v = v_all[:, span.kv_start : span.kv_start + span.kv_len]
+        if span.q_len == 1:
+            o = F.scaled_dot_product_attention(q, k, v, scale=scaling)
+        elif span.mask is None:
+            # A whole prompt at once: plain causal, per folded head group.
+            o = F.scaled_dot_product_attention(
+                q.view(kv_heads * group, span.q_len, dim), _rep(k, group), _rep(v, group), is_causal=True, scale=scaling
+            )
+        else:
+            o = F.scaled_dot_product_attention(q, k, v, attn_mask=span.mask.repeat(group, 1), scale=scaling)
+        outs.append(o.reshape(heads, span.q_len, dim))
+    out = torch.cat(outs, dim=1) if len(outs) > 1 else outs[0]
+    return out.transpose(0, 1).unsqueeze(0), None
+
+
+def _rep(x: torch.Tensor, group: int) -> torch.Tensor:
+    """[kv_heads, L, D] -> [kv_heads*group, L, D] (a view-expand then a copy only if group > 1)."""
+    if group == 1:
+        return x
+    kvh, length, dim = x.shape
+    return x[:, None].expand(kvh, group, length, dim).reshape(kvh * group, length, dim)
+
+
+def _plain_causal(query, key, value, attention_mask, scaling):
+    group = query.shape[1] // key.shape[1]
+    out = F.scaled_dot_product_attention(
+        query, key.repeat_interleave(group, dim=1) if group > 1 else key,
+        value.repeat_interleave(group, dim=1) if group > 1 else value,
+        attn_mask=attention_mask, is_causal=attention_mask is None and query.shape[2] > 1, scale=scaling,
+    )
+    return out.transpose(1, 2).contiguous(), None
+
+
+def check_supported(model: Any, name: str) -> None:
+    """Refuse models the pool cannot serve: sliding-window or hybrid layers (their
+    caches keep only a window, or no keys at all), and architectures whose attention
+    does not go through transformers' AttentionInterface."""
+    from .errors import ModelUnavailable
+
+    config = model.config
+    kinds = set(getattr(config, "layer_types", None) or ())
+    if kinds - {"full_attention"}:
+        raise ModelUnavailable(
+            f"model {name!r} has {'/'.join(sorted(kinds - {'full_attention'}))} layers; this engine's KV pool "
+            "serves full-attention layers only"
+        )
+    window = getattr(config, "sliding_window", None)
+    if window and getattr(config, "use_sliding_window", True):
+        raise ModelUnavailable(
+            f"model {name!r} uses sliding-window attention ({window} tokens); this engine's KV pool serves "
+            "full-attention layers only"
+        )
+    if not getattr(model, "_supports_attention_backend", False):
+        raise ModelUnavailable(
+            f"model {name!r} ({type(model).__name__}) does not route attention through transformers' "
+            "AttentionInterface, which this engine's KV pool needs"
+        )
+
+
+def register() -> str:
+    """Register the function with transformers (idempotent); returns its name."""
+    from transformers import AttentionInterface
+
+    AttentionInterface.register(ATTENTION_NAME, paged_attention)
+    return ATTENTION_NAME
