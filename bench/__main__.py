@@ -67,6 +67,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="smoke run: concurrency 1, 2 requests, 4 tokens, "
                         "one raw repeat, no cold start without the cache")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--kv", action="store_true", help="only the KV-cache and scheduling scenarios (prefix "
+                        "reuse, chunked prefill, long context, fairness), in this process; with --quick at 1/10 size")
     args = parser.parse_args(argv)
     if args.quick:
         args.levels = "1"
@@ -281,6 +283,8 @@ def main(argv: list[str] | None = None) -> int:
     total += 2 * sum(requests_for(args, c) for c in args.constrained_levels)
     progress = Progress(total, enabled=not args.no_progress)
     background = BackgroundLoad(server_pid=args.pid if args.base_url else None)
+    if args.kv:
+        return run_kv(args, out, results, background, started)
     try:
         raw_model = load_raw(args, progress, results)
         import importlib.metadata as md
@@ -307,6 +311,24 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nwrote {out / 'results.json'} and {out / 'bench.png'} in {results['meta']['duration_s']} s")
     failures = sum(row["failures"] for row in results["comparison"])
     return 1 if failures else 0
+
+
+def run_kv(args: argparse.Namespace, out: Path, results: dict[str, Any], background: BackgroundLoad,
+           started: float) -> int:
+    from . import kv
+    from .raw import default_cache_dir
+
+    results["kv_scenarios"] = kv.run_all(default_cache_dir(), quick=args.quick)
+    results["targets"] = [{"target": f"{r['scenario']}: {r['target']}", "value": r["ratio"], "met": r["met"]}
+                          for r in results["kv_scenarios"] if r.get("met") is not None]
+    results["meta"]["background_load"] = background.result()
+    results["meta"]["duration_s"] = round(time.perf_counter() - started, 1)
+    report.write_json(results, out / "results.json")
+    print(kv.render(results["kv_scenarios"]))
+    load = results["meta"]["background_load"] or {}
+    print(f"\nother processes used {load.get('other_processes_cores', '-')} cores on average during this run")
+    print(f"wrote {out / 'results.json'} in {results['meta']['duration_s']} s")
+    return 0
 
 
 if __name__ == "__main__":

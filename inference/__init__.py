@@ -5,8 +5,10 @@ generation requests in one worker thread per model, and computes embeddings.
 
 Modules: ``types``/``errors`` (the boundary with the web layer), ``engine`` (model
 registry: lazy loading, LRU, failure memory), ``loading`` (spec -> local folder, GGUF
-conversion cache, device/dtype), ``generator`` (TextGenerator), ``scheduler``
-(continuous batching), ``sampling``, ``detokenize`` and ``embeddings``. Benchmarks live
-in ``bench/`` (``python -m bench``; batch determinism: ``python -m bench.determinism``).
+conversion cache, device/dtype), ``generator`` (TextGenerator), ``kvcache`` (the
+KV pool and its blocks), ``paged_attention``, ``scheduler`` (continuous batching),
+``memory`` (size settings), ``sampling``, ``detokenize`` and ``embeddings``. Benchmarks
+live in ``bench/`` (``python -m bench``; KV scenarios: ``python -m bench --kv``; batch
+determinism: ``python -m bench.determinism``).
 Importing this package does not import torch; the submodules do.
 """

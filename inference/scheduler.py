@@ -438,7 +438,9 @@ class Scheduler:
         bs = self.pool.block_size
         limit = len(row.tokens) - 1  # at least one token is computed, for its logits
         found, key = self.blocks.lookup(row.tokens, limit)
-        need = blocks_for(len(row.tokens), bs) - len(found) + headroom + self._watermark
+        # The watermark keeps room for running rows to grow; with none running, a row
+        # that fits at all must get in (it may need the whole pool).
+        need = blocks_for(len(row.tokens), bs) - len(found) + headroom + (self._watermark if self._running else 0)
         if need > self.blocks.free:
             self.blocks.release(found)
             return False

@@ -205,3 +205,17 @@ def test_disconnect_cancels_generation(live_server_url):
         time.sleep(0.2)
     else:
         pytest.fail(f"the batch still runs after the client left: {smol}")
+
+
+def test_next_chat_turn_reuses_the_cached_prefix(openai_client):
+    """The second request shares the first one's long system prompt: its KV comes from
+    the prefix cache, and usage says how many prompt tokens were reused."""
+    system = {"role": "system", "content": "You are a terse assistant. " + " ".join(f"Rule {i}: be brief." for i in range(20))}
+    first = openai_client.chat.completions.create(
+        model=MODEL, messages=[system, {"role": "user", "content": "Name a colour."}], temperature=0, max_tokens=3)
+    second = openai_client.chat.completions.create(
+        model=MODEL, messages=[system, {"role": "user", "content": "Name a fruit."}], temperature=0, max_tokens=3)
+    assert first.usage.prompt_tokens > 100
+    cached = second.usage.prompt_tokens_details.cached_tokens
+    # Whole 16-token blocks of the shared system prompt.
+    assert cached >= 96 and cached % 16 == 0 and cached < second.usage.prompt_tokens
