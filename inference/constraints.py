@@ -36,6 +36,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import numpy as np
 import torch
 
 from .errors import InvalidInput
@@ -135,10 +136,10 @@ class RowMatcher:
         self._m = matcher
         self.vocab_size = vocab_size
 
-    def fill_mask(self, bitmask: torch.Tensor, row: int) -> None:
-        """Write the allowed-token bits into ``bitmask[row]`` (int32, CPU, contiguous)."""
+    def fill_mask(self, bitmask: np.ndarray, row: int) -> None:
+        """Write the allowed-token bits into ``bitmask[row]`` (int32, C-contiguous)."""
         view = bitmask[row]
-        self._m.unsafe_compute_mask_ptr(view.data_ptr(), view.numel() * view.element_size())
+        self._m.unsafe_compute_mask_ptr(view.ctypes.data, view.nbytes)
 
     def advance(self, token: int) -> bool:
         """Consume the sampled token; False when the grammar refuses it (an error state)."""
@@ -161,38 +162,37 @@ def mask_words(vocab_size: int) -> int:
     return (vocab_size + 31) // 32
 
 
-_BITS = torch.arange(32, dtype=torch.int32)
-
-
 def apply_masks(logits: torch.Tensor, matchers: Sequence[RowMatcher | None]) -> None:
     """Set the logits of tokens each constrained row's grammar forbids to -inf, in place.
 
     Rows whose matcher is None are not touched. A row that the mask would leave with no
-    finite logit (``min_tokens`` hid the only token the grammar allows, EOS) keeps the
-    grammar's choices with the unprocessed values, so sampling never sees an empty row.
+    finite logit (``min_tokens`` hid the only token the grammar allows, EOS) gets the
+    grammar's choices at equal odds, so sampling never sees an empty row. The bits are
+    unpacked with numpy and applied with one ``masked_fill``: few torch operations per
+    step, since each one can wait for every intra-op thread on a busy CPU.
     """
     rows = [i for i, m in enumerate(matchers) if m is not None]
     if not rows:
         return
     vocab = matchers[rows[0]].vocab_size  # type: ignore[union-attr]
-    bitmask = torch.zeros((len(rows), mask_words(vocab)), dtype=torch.int32)
+    bitmask = np.zeros((len(rows), mask_words(vocab)), dtype=np.int32)
     for j, i in enumerate(rows):
         matchers[i].fill_mask(bitmask, j)  # type: ignore[union-attr]
-    allowed = ((bitmask.unsqueeze(-1) >> _BITS) & 1).bool().view(len(rows), -1)
+    # Token t is bit t % 32 of word t // 32: little-endian bytes, little bit order.
+    allowed = np.unpackbits(bitmask.view(np.uint8), axis=1, count=vocab, bitorder="little").view(bool)
     width = logits.shape[-1]
-    if allowed.shape[1] >= width:
-        allowed = allowed[:, :width]
-    else:
-        allowed = torch.cat([allowed, allowed.new_zeros(len(rows), width - allowed.shape[1])], dim=1)
-    idx = torch.tensor(rows, dtype=torch.long, device=logits.device)
-    allowed = allowed.to(logits.device)
-    sub = logits.index_select(0, idx)
-    masked = sub.masked_fill(~allowed, float("-inf"))
-    empty = ~torch.isfinite(masked).any(dim=-1)
+    forbid = np.ones((len(rows), width), dtype=bool)
+    forbid[:, : min(width, vocab)] = ~allowed[:, :width]
+    forbid_t = torch.from_numpy(forbid).to(logits.device)
+    every = len(rows) == logits.shape[0]
+    idx = None if every else torch.tensor(rows, dtype=torch.long, device=logits.device)
+    sub = logits if idx is None else logits.index_select(0, idx)
+    sub.masked_fill_(forbid_t, float("-inf"))
+    empty = sub.amax(dim=-1) == float("-inf")
     if bool(empty.any()):
-        # Only the grammar's own choices, at equal odds: the processing hid all of them.
-        masked[empty] = torch.where(allowed[empty], 0.0, float("-inf"))
-    logits.index_copy_(0, idx, masked)
+        sub[empty] = torch.where(forbid_t[empty], float("-inf"), 0.0)
+    if idx is not None:
+        logits.index_copy_(0, idx, sub)
 
 
 class ConstraintCompiler:
