@@ -7,7 +7,9 @@
    the server's resident memory;
 4. level by level: raw padded ``generate`` at that batch size, then streaming requests
    at that concurrency, for each endpoint;
-5. the table (printed), ``results.json`` and ``bench.png`` in ``--out``.
+5. with ``--dtypes``, the same server again in each other CPU dtype (:mod:`bench.dtypes`);
+6. the quality evaluation per dtype (:mod:`bench.quality`), in this process;
+7. the table (printed), ``results.json`` and ``bench.png`` in ``--out``.
 
 With ``--base-url`` it drives an already-running OpenAI-compatible server instead
 (no cold start; memory only with ``--pid``).
@@ -29,7 +31,7 @@ from typing import Any
 
 import httpx
 
-from . import client, raw, report, structured
+from . import client, dtypes, quality, raw, report, structured
 from .background import BackgroundLoad
 from .server import ROOT, UvicornServer, first_answer, measure_cold_start, resident_memory
 
@@ -63,6 +65,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--raw-repeats", type=int, default=3, help="raw timings are medians of this many runs")
     parser.add_argument("--skip-raw", action="store_true", help="no raw measurement (no ratios)")
     parser.add_argument("--skip-cold-start", action="store_true", help="no cold-start measurement")
+    parser.add_argument("--dtypes", default="", help="also run the server in these CPU dtypes (CPU_DTYPE), e.g. "
+                        "int8,int4, and compare each with the main server (default: none)")
+    parser.add_argument("--quality-dtypes", default=",".join(quality.DEFAULT_DTYPES),
+                        help="dtypes of the quality evaluation (default %(default)s; '' to skip)")
     parser.add_argument("--out", default="bench-results", help="folder for results.json, bench.png, server logs")
     parser.add_argument("--quick", action="store_true", help="smoke run: concurrency 1, 2 requests, 4 tokens, "
                         "one raw repeat, no cold start without the cache")
@@ -75,6 +81,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.requests_per_level = args.requests_per_level or 2
         args.max_tokens = 4 if args.max_tokens == 64 else args.max_tokens
         args.raw_repeats = 1
+        args.quality_dtypes = "float32,int8" if args.quality_dtypes == ",".join(quality.DEFAULT_DTYPES) else args.quality_dtypes
+    args.dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
+    args.quality_dtypes = tuple(d.strip() for d in args.quality_dtypes.split(",") if d.strip())
+    for dtype in [*args.dtypes, *args.quality_dtypes]:
+        if dtype not in dtypes.CPU_DTYPES:
+            parser.error(f"unknown dtype {dtype!r}: choose from {', '.join(dtypes.CPU_DTYPES)}")
+    if args.dtypes and args.base_url:
+        parser.error("--dtypes starts our own servers: it does not combine with --base-url")
     args.levels = sorted({int(x) for x in str(args.levels).split(",") if x.strip()})
     args.endpoints = [e.strip() for e in args.endpoints.split(",") if e.strip()]
     args.constrained_levels = [] if args.quick and args.constrained_levels == "1,8" else sorted(
@@ -227,6 +241,11 @@ def run_own_server(args: argparse.Namespace, progress: Progress, out: Path, raw_
         memory["rss_mb"] = memory["after_warmup"]["rss_mb"]
         results["memory"] = memory
         results["meta"]["migrate_s"] = round(migrate_s, 3)
+        server.stop()  # the other dtypes' servers never share the CPUs with it
+        for dtype in args.dtypes:
+            progress.phase(f"server in {dtype}")
+            results.setdefault("dtypes", {})[dtype] = dtypes.run_dtype_server(
+                dtype, scratch / f"dtype-{dtype}", args, warm_up, progress.step)
     finally:
         for server in servers:
             server.stop()
@@ -276,10 +295,11 @@ def main(argv: list[str] | None = None) -> int:
         "endpoints": args.endpoints,
         "cpu_count": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "platform": platform.platform(),
+        "server_cpu_dtype": os.environ.get("CPU_DTYPE", "float32"),
         "python": platform.python_version(),
     }}
     raw_steps = 0 if args.skip_raw else len(args.endpoints) * len(args.levels)
-    total = raw_steps + len(args.endpoints) * sum(requests_for(args, c) for c in args.levels)
+    total = raw_steps + (1 + len(args.dtypes)) * len(args.endpoints) * sum(requests_for(args, c) for c in args.levels)
     total += 2 * sum(requests_for(args, c) for c in args.constrained_levels)
     progress = Progress(total, enabled=not args.no_progress)
     background = BackgroundLoad(server_pid=args.pid if args.base_url else None)
@@ -298,6 +318,11 @@ def main(argv: list[str] | None = None) -> int:
             run_external_server(args, progress, raw_model, results)
         else:
             run_own_server(args, progress, out, raw_model, results)
+        if args.quality_dtypes:
+            progress.phase("quality per dtype")
+            quick = {"tokens": 4, "prompts": 1} if args.quick else {}
+            results["quality"] = quality.evaluate(args.raw_model or args.model, dtypes=args.quality_dtypes,
+                                                  source=args.raw_source, **quick)
     finally:
         progress.close()
     results["meta"]["ignore_eos"] = not args.no_ignore_eos
@@ -305,9 +330,13 @@ def main(argv: list[str] | None = None) -> int:
     results["comparison"] = report.compare(results["server"], results["raw"])
     results["targets"] = report.targets(results["comparison"], results.get("memory"))
     results["meta"]["duration_s"] = round(time.perf_counter() - started, 1)
+    results["dtype_comparison"] = dtypes.compare(results)
     report.write_json(results, out / "results.json")
     report.plot(results, out / "bench.png")
     print(report.render_table(results))
+    print(dtypes.render(results))
+    if results.get("quality"):
+        print("\n" + quality.render(results["quality"]))
     print(f"\nwrote {out / 'results.json'} and {out / 'bench.png'} in {results['meta']['duration_s']} s")
     failures = sum(row["failures"] for row in results["comparison"])
     return 1 if failures else 0

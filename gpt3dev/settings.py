@@ -171,6 +171,8 @@ REST_FRAMEWORK = {
 GPT3DEV = {
     "HF_TOKEN": env_str("HF_TOKEN") or env_str("HUGGING_FACE_HUB_TOKEN"),
     "DEFAULT_DEVICE": env_choice("DEFAULT_DEVICE", "auto", ("auto", "cpu", "cuda", "mps")),
+    # What dtype "auto" means for a model on the CPU (README: "dtype, device and determinism").
+    "CPU_DTYPE": env_choice("CPU_DTYPE", "float32", ("float32", "bfloat16", "int8", "int4")),
     "MAX_CONTEXT_TOKENS": env_int("MAX_CONTEXT_TOKENS", 2048, minimum=1),
     "MODEL_REGISTRY_PATH": env_str("MODEL_REGISTRY_PATH"),
     "MODEL_ALLOW_LIST": env_list("MODEL_ALLOW_LIST"),

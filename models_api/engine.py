@@ -35,6 +35,7 @@ def get_engine() -> "Engine":
                         max_step_tokens=conf["MAX_STEP_TOKENS"],
                         max_skip_s=float(conf["ADMISSION_SKIP_SECONDS"]),
                         default_device=conf["DEFAULT_DEVICE"],
+                        cpu_auto_dtype=conf["CPU_DTYPE"],
                         hf_offline=conf["HF_HUB_OFFLINE"],
                         default_context_tokens=conf["MAX_CONTEXT_TOKENS"],
                     )

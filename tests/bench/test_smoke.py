@@ -19,8 +19,9 @@ def test_bench_quick_run_writes_results_and_plot(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     env.pop("DJANGO_SETTINGS_MODULE", None)
     result = subprocess.run(
-        [sys.executable, "-m", "bench", "--quick", "--constrained-levels", "1", "--no-progress", "--out", str(out)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+        [sys.executable, "-m", "bench", "--quick", "--constrained-levels", "1", "--no-progress",
+         "--dtypes", "int8", "--out", str(out)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "/v1/chat/completions" in result.stdout and "targets:" in result.stdout
@@ -56,3 +57,14 @@ def test_bench_quick_run_writes_results_and_plot(tmp_path):
     png = (out / "bench.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 10_000
     assert (out / "server.log").exists()
+
+    # the server again in int8 (CPU_DTYPE), beside the main one, and the quality table
+    int8 = results["dtypes"]["int8"]
+    assert int8["memory"]["rss_mb"] > 100 and int8["cold_start"]["with_model_cache"]["first_answer_s"] > 0
+    assert {(r["dtype"], r["endpoint"]) for r in results["dtype_comparison"]} == {("int8", "completions"), ("int8", "chat")}
+    assert all(r["tokens_per_s_ratio"] > 0 and r["failures"] == 0 for r in results["dtype_comparison"])
+    assert "other CPU dtypes against the main" in result.stdout
+    f32, q8 = results["quality"]
+    assert (f32["dtype"], q8["dtype"]) == ("float32", "int8") and q8["weights"] == "int8"
+    assert f32["identical"] == f32["prompts"] == 1 and f32["perplexity_ratio"] == 1.0
+    assert 1 < q8["perplexity"] < 100 and "quality vs float32" in result.stdout

@@ -1,0 +1,90 @@
+"""``python -m bench --dtypes int8,int4``: the same server in other CPU dtypes, in the same run.
+
+After the main (float32) server is measured, one fresh server per dtype is started with
+``CPU_DTYPE`` set, so the default registry's models load in that dtype. Per dtype: two
+cold starts (the first may include the one-time quantization into the model cache, the
+second has the cache warm), resident memory with both default models loaded, and the
+same streaming levels as the main server. The table gives each figure beside the main
+server's and their ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any, Callable
+
+from . import client
+from .server import UvicornServer, measure_cold_start, resident_memory
+
+CPU_DTYPES = ("float32", "bfloat16", "int8", "int4")
+
+
+def run_dtype_server(dtype: str, workdir: Path, args: argparse.Namespace, warm_up: Callable[..., None],
+                     on_done: Callable[..., None]) -> dict[str, Any]:
+    server = UvicornServer(workdir, DATABASE_URL=f"sqlite:///{workdir / 'db.sqlite3'}", CPU_DTYPE=dtype)
+    try:
+        server.migrate()
+        first = measure_cold_start(server, args.model)
+        server.stop()
+        warm = measure_cold_start(server, args.model)
+        warm_up(server.base_url, args, embeddings=bool(args.embedding_model))
+        memory = resident_memory(server.pid)  # type: ignore[arg-type]
+        levels: dict[str, list[dict[str, Any]]] = {endpoint: [] for endpoint in args.endpoints}
+        for level in args.levels:
+            for endpoint in args.endpoints:
+                requests = args.requests_per_level or max(8, 4 * level)
+                run = client.run_level(server.base_url, endpoint, level, requests, model=args.model,
+                                       max_tokens=args.max_tokens, ignore_eos=not args.no_ignore_eos,
+                                       api_key=args.api_key, on_done=on_done)
+                levels[endpoint].append(client.summarize(run))
+    finally:
+        server.stop()
+    return {"cold_start": {"first_start": first, "with_model_cache": warm}, "memory": memory, "server": levels}
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 2) if a and b else None
+
+
+def compare(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per dtype, endpoint and level: tok/s and TTFT p50 beside the main server's."""
+    main = {(lvl["endpoint"], lvl["concurrency"]): lvl for lvls in results["server"].values() for lvl in lvls}
+    rows = []
+    for dtype, data in results.get("dtypes", {}).items():
+        for endpoint, levels in data["server"].items():
+            for lvl in levels:
+                base = main.get((endpoint, lvl["concurrency"]))
+                if base is None:
+                    continue
+                rows.append({
+                    "dtype": dtype, "endpoint": endpoint, "concurrency": lvl["concurrency"],
+                    "tokens_per_s": lvl["output_tokens_per_s"], "main_tokens_per_s": base["output_tokens_per_s"],
+                    "tokens_per_s_ratio": _ratio(lvl["output_tokens_per_s"], base["output_tokens_per_s"]),
+                    "ttft_p50_ms": lvl["ttft_ms"]["p50"], "main_ttft_p50_ms": base["ttft_ms"]["p50"],
+                    "ttft_ratio": _ratio(lvl["ttft_ms"]["p50"], base["ttft_ms"]["p50"]),
+                    "failures": lvl["failures"],
+                })
+    return rows
+
+
+def render(results: dict[str, Any]) -> str:
+    rows = results.get("dtype_comparison") or []
+    if not rows:
+        return ""
+    main_dtype = results["meta"].get("server_cpu_dtype", "float32")
+    lines = ["", f"other CPU dtypes against the main ({main_dtype}) server, same run",
+             f"{'dtype':8s} {'endpoint':11s} {'conc':>4} {'tok/s':>7} {'main':>7} {'ratio':>5}  "
+             f"{'TTFT50':>7} {'main':>7} {'ratio':>5} {'fail':>4}"]
+    for r in rows:
+        lines.append(f"{r['dtype']:8s} {r['endpoint']:11s} {r['concurrency']:>4} {r['tokens_per_s'] or 0:>7.1f} "
+                     f"{r['main_tokens_per_s'] or 0:>7.1f} {r['tokens_per_s_ratio'] or 0:>5.2f}  "
+                     f"{r['ttft_p50_ms'] or 0:>7.1f} {r['main_ttft_p50_ms'] or 0:>7.1f} {r['ttft_ratio'] or 0:>5.2f} "
+                     f"{r['failures']:>4}")
+    main_mem = (results.get("memory") or {}).get("rss_mb")
+    for dtype, data in results.get("dtypes", {}).items():
+        cold = data["cold_start"]
+        lines.append(f"{dtype}: {data['memory']['rss_mb']} MB resident with both default models "
+                     f"(main: {main_mem} MB); cold start to first answer {cold['first_start']['first_answer_s']} s "
+                     f"first, {cold['with_model_cache']['first_answer_s']} s with the model cache warm")
+    return "\n".join(lines)
