@@ -34,12 +34,14 @@ import logging
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import torch
 
 from .errors import InvalidInput
+
+if TYPE_CHECKING:  # the web layer imports the grammar specs without loading torch
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +173,8 @@ def apply_masks(logits: torch.Tensor, matchers: Sequence[RowMatcher | None]) -> 
     unpacked with numpy and applied with one ``masked_fill``: few torch operations per
     step, since each one can wait for every intra-op thread on a busy CPU.
     """
+    import torch  # here, not at import: see the TYPE_CHECKING import above
+
     rows = [i for i, m in enumerate(matchers) if m is not None]
     if not rows:
         return
