@@ -159,13 +159,24 @@ async def plan_completion(data: dict[str, Any], entry: ModelEntry) -> Plan:
     )
 
 
-async def plan_chat(data: dict[str, Any], entry: ModelEntry) -> Plan:
+def require_chat(entry: ModelEntry) -> None:
     if not entry.is_chat:
         raise APIError(
             400,
             f"The model '{entry.model_id}' is not a chat model (it has no chat template); use /v1/completions.",
             param="model",
         )
+
+
+def cap_samples(data: dict[str, Any]) -> None:
+    """``n`` and ``best_of`` within MAX_N (a 400 naming the field)."""
+    for name in ("n", "best_of"):
+        if data.get(name):
+            _cap(data[name], name)
+
+
+async def plan_chat(data: dict[str, Any], entry: ModelEntry) -> Plan:
+    require_chat(entry)
     n = _cap(data.get("n") or 1, "n")
     generator = await aload_model(entry)
     if not generator.has_chat_template:

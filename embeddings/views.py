@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from django.conf import settings
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
@@ -13,11 +13,12 @@ from gpt3dev.errors import APIError
 from gpt3dev.views_api import avalidated
 from models_api.models import ModelEntry
 from models_api.selectors import aget_served_entry, allowed_models
+from upstream import forward
 
 
 @csrf_exempt
 @require_POST
-async def create_embeddings(request: HttpRequest) -> JsonResponse:
+async def create_embeddings(request: HttpRequest) -> HttpResponse:
     if not settings.GPT3DEV["ENABLE_EMBEDDINGS_BACKEND"]:
         raise APIError(
             501,
@@ -26,4 +27,6 @@ async def create_embeddings(request: HttpRequest) -> JsonResponse:
         )
     data = await avalidated(request, EmbeddingRequestSerializer)
     entry = await aget_served_entry(data["model"], task=ModelEntry.Task.EMBEDDINGS, allowed=allowed_models(request))
+    if entry.is_upstream:
+        return await forward.embeddings_json(entry, request.openai_body)
     return JsonResponse(await embeddings_create(data=data, entry=entry))

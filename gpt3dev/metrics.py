@@ -88,6 +88,28 @@ LOAD_SECONDS = Histogram(
     buckets=(0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600),
 )
 IN_FLIGHT = Gauge("gpt3dev_requests_in_flight", "API requests being answered.", multiprocess_mode="livesum")
+# Upstream servers of ``upstream`` registry rows (label ``upstream``: the base URL as
+# configured in the registry, which never holds credentials).
+UPSTREAM_HEALTHY = Gauge(
+    "gpt3dev_upstream_healthy", "1 while this process routes to the upstream server, 0 while it is ejected.",
+    ["model", "upstream"], multiprocess_mode="livemin",
+)
+UPSTREAM_IN_FLIGHT = Gauge(
+    "gpt3dev_upstream_in_flight", "Requests in flight to the upstream server.", ["model", "upstream"],
+    multiprocess_mode="livesum",
+)
+UPSTREAM_LATENCY = Histogram(
+    "gpt3dev_upstream_latency_seconds",
+    "Time from sending to an upstream server until its answer began (a stream's first event; "
+    "a health check's answer).",
+    ["model", "upstream"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+UPSTREAM_FAILURES = Counter(
+    "gpt3dev_upstream_failures",
+    "Failed calls to an upstream server, by reason (connect, timeout, status, malformed, read).",
+    ["model", "upstream", "reason"],
+)
 
 _seen: set[str] = set()
 _engine_stats: Callable[[], dict[str, dict[str, int]]] | None = None
@@ -161,6 +183,20 @@ class GenerationTimer:
             COMPLETION_TOKENS.labels(self.model).inc(extra)
             if self.record is not None:
                 self.record.completion_tokens = completion_tokens
+
+
+    def usage(self, prompt_tokens: int, completion_tokens: int) -> None:
+        """The answer is complete and someone else counted its tokens (an upstream
+        server's ``usage``): those counts replace ours."""
+        if self.last is None:
+            self.first_token()
+        if prompt_tokens > self.prompt_tokens:
+            PROMPT_TOKENS.labels(self.model).inc(prompt_tokens - self.prompt_tokens)
+        self.prompt_tokens = prompt_tokens
+        self.done(completion_tokens)
+        if self.record is not None:
+            self.record.prompt_tokens = prompt_tokens
+            self.record.completion_tokens = completion_tokens
 
 
 def embeddings_done(model: str, *, prompt_tokens: int) -> None:

@@ -212,6 +212,11 @@ GPT3DEV = {
     "METRICS_ENABLED": env_bool("METRICS_ENABLED", True),
     "SHUTDOWN_GRACE_SECONDS": env_int("SHUTDOWN_GRACE_SECONDS", 30, minimum=0),
     # The browser playground at /playground/ (see playground/).
+    # Upstream rows (source_type "upstream"): failover and health checks.
+    "UPSTREAM_CONNECT_TIMEOUT": env_int("UPSTREAM_CONNECT_TIMEOUT", 5, minimum=1),  # seconds
+    "UPSTREAM_HEALTH_INTERVAL": env_int("UPSTREAM_HEALTH_INTERVAL", 5, minimum=1),  # seconds between checks
+    "UPSTREAM_HEALTH_TIMEOUT": env_int("UPSTREAM_HEALTH_TIMEOUT", 3, minimum=1),  # seconds a check may take
+    "UPSTREAM_MAX_FAILS": env_int("UPSTREAM_MAX_FAILS", 1, minimum=1),  # failures in a row that eject
     "PLAYGROUND_ENABLED": env_bool("PLAYGROUND_ENABLED", True),
 }
 
@@ -234,6 +239,10 @@ LOGGING = {
         "django.request": {"handlers": ["console"], "level": "ERROR", "propagate": False},
         # One line per request, written as-is (plain text or JSON, ACCESS_LOG_FORMAT).
         "gpt3dev.access": {"handlers": ["access"], "level": "INFO", "propagate": False},
+        # The upstream client's own line per call repeats the access log (upstream.pool
+        # logs ejections and failures).
+        "httpx": {"handlers": ["console"], "level": "WARNING", "propagate": False},
+        "httpcore": {"handlers": ["console"], "level": "WARNING", "propagate": False},
     },
 }
 logging.captureWarnings(True)

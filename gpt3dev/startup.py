@@ -92,9 +92,10 @@ def announce_access_mode() -> None:
 
 def _preload(model_ids: list[str]) -> None:
     from models_api.engine import load_model
+    from models_api.models import ModelEntry
     from models_api.selectors import served_entries
 
-    queryset = served_entries()
+    queryset = served_entries().exclude(source_type=ModelEntry.SourceType.UPSTREAM)  # nothing to load here
     if model_ids != ["all"]:
         queryset = queryset.filter(model_id__in=model_ids)
     for entry in queryset:

@@ -24,6 +24,7 @@ from gpt3dev.http import parse_json_body
 def validated(request, serializer_class: type[serializers.Serializer]) -> dict[str, Any]:
     """The request body, validated; a 400/413/415 APIError names what is wrong."""
     body = parse_json_body(request)
+    request.openai_body = body  # as sent: what an upstream model's server receives
     note_request_body(body)  # the access log's model (and prompt, when asked for)
     check_input_caps(body)
     serializer = serializer_class(data=body)
@@ -56,7 +57,7 @@ def check_input_caps(body: dict[str, Any]) -> None:
         )
     limit = conf["MAX_INPUT_CHARS"]
     for param, value in (("prompt", prompt), ("messages", messages), ("input", inputs)):
-        chars = _text_chars(value)
+        chars = text_chars(value)
         if chars > limit:
             raise invalid_value(
                 param,
@@ -64,7 +65,7 @@ def check_input_caps(body: dict[str, Any]) -> None:
             )
 
 
-def _text_chars(value: Any) -> int:
+def text_chars(value: Any) -> int:
     """Characters of text in a prompt, an input or messages (strings, and the text of
     content parts); token ids and other shapes count nothing here."""
     if isinstance(value, str):

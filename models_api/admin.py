@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import urlencode
 
+from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
@@ -14,6 +15,8 @@ from django.utils.html import format_html
 
 from models_api.engine import engine_if_started
 from models_api.models import ModelEntry
+from upstream.credentials import encrypt_key
+from upstream.pool import probe
 
 
 # Fields of a trust_remote_code row only a superuser may change (as the flag itself).
@@ -43,21 +46,55 @@ class LoadedFilter(admin.SimpleListFilter):
         return queryset
 
 
+class ModelEntryForm(forms.ModelForm):
+    """The row's fields, plus a write-only box for an upstream's API key: the stored key is
+    encrypted and never rendered back into the page."""
+
+    api_key = forms.CharField(
+        label="upstream API key",
+        required=False,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text="Upstream only. Write-only: leave empty to keep the stored key. Stored encrypted "
+        "(with a key derived from SECRET_KEY), never shown, never logged.",
+    )
+    clear_api_key = forms.BooleanField(label="remove the stored upstream API key", required=False)
+
+    class Meta:
+        model = ModelEntry
+        fields = "__all__"
+
+    def clean(self):
+        cleaned = super().clean()
+        if cleaned.get("clear_api_key"):
+            self.instance.upstream_api_key = ""
+        elif cleaned.get("api_key"):
+            self.instance.upstream_api_key = encrypt_key(cleaned["api_key"])
+        return cleaned
+
+
 @admin.register(ModelEntry)
 class ModelEntryAdmin(admin.ModelAdmin):
+    form = ModelEntryForm
     list_display = ("model_id", "task", "is_chat", "enabled", "loaded", "source_type", "source", "dtype", "device", "origin", "updated", "try_in_playground")
     list_display_links = ("model_id",)
     list_filter = ("task", "enabled", LoadedFilter, "is_chat", "source_type", "origin")
     list_editable = ("enabled",)
     search_fields = ("model_id", "source", "description", "owned_by", "notes")
-    readonly_fields = ("origin", "created", "updated")
+    readonly_fields = ("origin", "created", "updated", "upstream_key_status")
     ordering = ("model_id",)
-    actions = ("enable_models", "disable_models", "unload_models")
+    actions = ("enable_models", "disable_models", "unload_models", "test_connection")
     save_on_top = True
     fieldsets = (
         (None, {"fields": ("model_id", "enabled", "task", "is_chat", "owned_by")}),
         ("Weights", {"fields": ("source_type", "source", "revision", "trust_remote_code")}),
         ("Runtime", {"fields": ("dtype", "device", "max_context_tokens", "chat_template", "input_token_encoding")}),
+        (
+            "Upstream servers (source type 'upstream')",
+            {
+                "fields": ("upstream_model", "api_key", "upstream_key_status", "clear_api_key", "upstream_timeout",
+                           "upstream_max_concurrency"),
+            },
+        ),
         (
             "Description",
             {
@@ -80,6 +117,10 @@ class ModelEntryAdmin(admin.ModelAdmin):
     @admin.display(boolean=True, description="loaded")
     def loaded(self, obj: ModelEntry) -> bool:
         return obj.model_id in _loaded_ids()
+
+    @admin.display(description="stored upstream API key")
+    def upstream_key_status(self, obj: ModelEntry) -> str:
+        return "stored (encrypted)" if obj.upstream_api_key else "none"
 
     @admin.display(description="playground")
     def try_in_playground(self, obj: ModelEntry) -> str:
@@ -138,3 +179,13 @@ class ModelEntryAdmin(admin.ModelAdmin):
         engine = engine_if_started()
         unloaded = [e.model_id for e in queryset if engine is not None and engine.unload(e.model_id)]
         self.message_user(request, f"Unloaded: {', '.join(unloaded) or 'none were loaded'}.", messages.INFO)
+
+    @admin.action(description="Test connection to the selected upstream models")
+    def test_connection(self, request: HttpRequest, queryset: QuerySet[ModelEntry]) -> None:
+        for entry in queryset:
+            if not entry.is_upstream:
+                self.message_user(request, f"{entry.model_id}: not an upstream model.", messages.WARNING)
+                continue
+            for url in entry.upstream_urls():
+                ok, what = probe(entry, url)
+                self.message_user(request, f"{entry.model_id} at {url}: {what}", messages.SUCCESS if ok else messages.ERROR)

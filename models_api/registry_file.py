@@ -4,12 +4,17 @@ The format is a list (or ``{"models": [...]}``) of entries with ``name``, ``hf_r
 ``dtype``, ``device``, ``max_context_tokens``, ``is_instruct`` and ``metadata``. Our own
 extensions: ``path`` (a local folder/file) or ``package`` instead of ``hf_repo``,
 ``revision``, ``task``, ``chat_template``, ``trust_remote_code``, ``enabled``,
-``owned_by``. Importing the same file twice changes nothing.
+``owned_by``. An ``upstream`` entry (a model served by other OpenAI-compatible servers)
+gives ``upstream`` (a base URL or a list of them) instead, and may give
+``upstream_model``, ``api_key_env`` (the name of an environment variable holding the
+upstream's key: keys never belong in a file), ``timeout`` and ``max_concurrency``.
+Importing the same file twice changes nothing.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +24,9 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from models_api.models import ModelEntry
+from upstream.credentials import UnreadableKey, decrypt_key, encrypt_key
+
+UPSTREAM_KEY = "upstream_api_key"  # the one column whose stored form is not the value
 
 # Metadata keys of the earlier format (and common spellings) -> our columns.
 METADATA_FIELDS = {
@@ -79,14 +87,18 @@ def entry_fields(raw: dict[str, Any], position: int) -> dict[str, Any]:
     name = raw.get("name") or raw.get("id")
     if not isinstance(name, str) or not name:
         raise RegistryFileError(f"Entry {position} has no 'name'.")
-    if "package" in raw:
+    if "upstream" in raw:
+        urls = raw["upstream"]
+        source_type = ModelEntry.SourceType.UPSTREAM
+        source = " ".join(str(u) for u in urls) if isinstance(urls, list) else urls
+    elif "package" in raw:
         source_type, source = ModelEntry.SourceType.PACKAGE, raw["package"]
     elif "path" in raw:
         source_type, source = ModelEntry.SourceType.LOCAL, raw["path"]
     elif "hf_repo" in raw:
         source_type, source = ModelEntry.SourceType.HUB, raw["hf_repo"]
     else:
-        raise RegistryFileError(f"Entry '{name}' needs 'hf_repo' (or 'path' or 'package').")
+        raise RegistryFileError(f"Entry '{name}' needs 'hf_repo' (or 'path', 'package' or 'upstream').")
     values: dict[str, Any] = {
         "source_type": source_type,
         "source": str(source),
@@ -102,6 +114,8 @@ def entry_fields(raw: dict[str, Any], position: int) -> dict[str, Any]:
         "owned_by": raw.get("owned_by") or _owner(str(source), source_type),
         "input_token_encoding": raw.get("input_token_encoding") or "",
     }
+    if source_type == ModelEntry.SourceType.UPSTREAM:
+        values |= _upstream_fields(raw, name)
     metadata = raw.get("metadata") or {}
     if not isinstance(metadata, dict):
         raise RegistryFileError(f"Entry '{name}': 'metadata' must be a mapping.")
@@ -118,6 +132,37 @@ def entry_fields(raw: dict[str, Any], position: int) -> dict[str, Any]:
         values["notes"] = "\n".join(filter(None, [values.get("notes", ""), *extra_notes]))
     values["model_id"] = name
     return values
+
+
+def _upstream_fields(raw: dict[str, Any], name: str) -> dict[str, Any]:
+    values: dict[str, Any] = {
+        "upstream_model": raw.get("upstream_model") or "",
+        "upstream_timeout": raw.get("timeout", 300),
+        "upstream_max_concurrency": raw.get("max_concurrency"),
+        UPSTREAM_KEY: "",
+    }
+    if "api_key" in raw:
+        raise RegistryFileError(
+            f"Entry '{name}': give 'api_key_env' (the name of an environment variable holding the key), "
+            "not the key itself."
+        )
+    env_name = raw.get("api_key_env")
+    if env_name:
+        if not os.environ.get(str(env_name)):
+            raise RegistryFileError(f"Entry '{name}': the environment variable {env_name} (api_key_env) is not set.")
+        values[UPSTREAM_KEY] = os.environ[str(env_name)]
+    return values
+
+
+def _same(entry: ModelEntry, name: str, value: Any) -> bool:
+    """Whether a column already holds a value (the upstream key is stored encrypted, with
+    a fresh nonce each time: compare it decrypted)."""
+    if name != UPSTREAM_KEY:
+        return getattr(entry, name) == value
+    try:
+        return decrypt_key(entry.upstream_api_key) == value
+    except UnreadableKey:
+        return False
 
 
 def _owner(source: str, source_type: str) -> str:
@@ -137,12 +182,12 @@ def import_registry(entries: list[dict[str, Any]]) -> ImportReport:
         is_new = entry is None
         if is_new:
             entry = ModelEntry(model_id=model_id, origin=ModelEntry.Origin.FILE)
-        changed = [name for name, value in values.items() if getattr(entry, name) != value]
+        changed = [name for name, value in values.items() if not _same(entry, name, value)]
         if not is_new and not changed:
             report.unchanged.append(model_id)
             continue
         for name in changed:
-            setattr(entry, name, values[name])
+            setattr(entry, name, encrypt_key(values[name]) if name == UPSTREAM_KEY else values[name])
         try:
             entry.full_clean()
         except ValidationError as exc:

@@ -31,7 +31,7 @@ async def retrieve_model(request: HttpRequest, model_id: str) -> JsonResponse:
     body = model_object(entry) | {
         "task": entry.task,
         "chat": entry.is_chat,
-        "max_context_tokens": await asyncio.to_thread(context_window, entry),
+        "max_context_tokens": entry.max_context_tokens if entry.is_upstream else await asyncio.to_thread(context_window, entry),
         "dtype": entry.dtype,
         "loaded_format": loaded_format(entry),
         "metadata": entry.metadata(),

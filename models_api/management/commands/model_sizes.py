@@ -57,6 +57,8 @@ class Command(BaseCommand):
         for entry in queryset:
             if entry.source_type == ModelEntry.SourceType.HUB:
                 size, how = hub_size(entry.source, entry.revision, token)
+            elif entry.is_upstream:
+                size, how = None, "weights live on the upstream servers"
             else:
                 try:
                     size, how = disk_size(resolve_local_path(entry.source_type, entry.source)), "on disk"

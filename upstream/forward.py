@@ -1,0 +1,397 @@
+"""Forward a validated request to an upstream server and answer in our contract.
+
+The request has already passed every layer of ours (key, per-key models, RPM/TPM,
+``MAX_*`` caps, the serializers); the body sent upstream is the client's own, with
+``model`` set to the upstream's name for it and, on a stream, ``stream_options.
+include_usage`` always on (the usage is what rate limits and metrics count; it is
+stripped again when the client did not ask for it).
+
+Failover: a server that cannot be reached, times out, answers 5xx, answers malformed
+JSON or ends a stream before its first event is counted as failed and the next server
+is tried, until every server of the row has been tried; then the answer is a 503 with
+``Retry-After``. Once the first byte has gone to the client nothing is retried: a
+failure mid-stream becomes an error frame and ``[DONE]``.
+
+Normalised on the way back: ``model`` is the id the client asked for; errors get
+OpenAI's shape (an integer ``code`` becomes null, ``{"detail": ...}`` and
+``{"error": "text"}`` become messages); a stream missing ``[DONE]`` gets one. A client
+that goes away closes the upstream connection, so the upstream aborts the generation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from django.conf import settings
+from django.http import HttpResponse, JsonResponse
+
+from gpt3dev import metrics
+from gpt3dev.errors import ERROR_TYPES, APIError, error_payload
+from gpt3dev.http import SSE_DONE, sse_frame, sse_response
+from gpt3dev.requestcontext import current_record
+from upstream.pool import Pool, Server, describe, http_client, pool_for
+
+logger = logging.getLogger("gpt3dev.upstream")
+
+RETRYABLE_STATUS = 500  # this status and above: try another server
+ROOM_POLL_SECONDS = 0.01  # how often a request waiting under the concurrency cap looks again
+
+
+class _Failed(Exception):
+    """One server failed before anything reached the client (try the next)."""
+
+    def __init__(self, reason: str, error: str) -> None:
+        super().__init__(error)
+        self.reason, self.error = reason, error
+
+
+@dataclass
+class _Opened:
+    server: Server
+    response: httpx.Response
+    started: float
+
+
+# ------------------------------------------------------------------------- helpers
+def upstream_body(pool: Pool, body: dict[str, Any], *, stream: bool) -> bytes:
+    """The body sent upstream: the client's, under the upstream's model name, asking
+    for usage on a stream."""
+    sent = dict(body)
+    sent["model"] = pool.upstream_model
+    if stream:
+        sent["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+    return json.dumps(sent, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def normalised_error(obj: Any, status: int) -> dict[str, Any]:
+    """Any server's error body in OpenAI's shape (``{"error": {...}}``, string-or-null code)."""
+    err: Any = obj
+    if isinstance(obj, dict) and "error" in obj:
+        err = obj["error"]
+    if isinstance(err, str):
+        err = {"message": err}
+    if not isinstance(err, dict):
+        err = {}
+    message = err.get("message")
+    if not isinstance(message, str) or not message:
+        detail = err.get("detail") if "detail" in err else (obj.get("detail") if isinstance(obj, dict) else None)
+        message = detail if isinstance(detail, str) and detail else f"The upstream server answered {status}."
+    kind = err.get("type") if isinstance(err.get("type"), str) else ERROR_TYPES.get(status, "server_error")
+    param = err.get("param") if isinstance(err.get("param"), str) else None
+    code = err.get("code") if isinstance(err.get("code"), str) else None
+    return error_payload(message, type=kind, param=param, code=code)
+
+
+def _answer(status: int, body: dict[str, Any]) -> JsonResponse:
+    """A JSON answer as the upstream gave it (an error already in OpenAI's shape)."""
+    response = JsonResponse(body, status=status)
+    response.openai_error = status >= 400  # the middleware leaves it alone
+    return response
+
+
+def _is_error(obj: dict[str, Any]) -> bool:
+    return "error" in obj or obj.get("object") == "error"
+
+
+def _unavailable(pool: Pool, why: str) -> APIError:
+    retry = max(1, math.ceil(float(settings.GPT3DEV["UPSTREAM_HEALTH_INTERVAL"])))
+    return APIError(
+        503,
+        f"The model '{pool.model_id}' is unavailable: {why}. Retry later.",
+        code="upstream_unavailable",
+        headers={"Retry-After": str(retry)},
+    )
+
+
+def _request_headers(pool: Pool) -> dict[str, str]:
+    headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
+    record = current_record()
+    if record is not None:
+        headers["X-Request-ID"] = record.request_id
+    return headers | pool.headers()
+
+
+async def _choose(pool: Pool, tried: set[str], deadline: float, last_error: str) -> Server:
+    """The next server to try; waits (until ``deadline``) while every healthy server is
+    at the concurrency cap; a 503 when none is left."""
+    while True:
+        server = pool.pick(tried)
+        if server is not None:
+            return server
+        if not pool.waiting_for_room(tried):
+            if tried:
+                raise _unavailable(pool, f"every upstream server failed (last: {last_error})")
+            raise _unavailable(pool, "every upstream server is failing its health checks")
+        if time.monotonic() >= deadline:
+            raise _unavailable(pool, "every upstream server is at its concurrency cap")
+        await asyncio.sleep(ROOM_POLL_SECONDS)
+
+
+async def _send(pool: Pool, server: Server, path: str, content: bytes, headers: dict[str, str]) -> httpx.Response:
+    """Send one request, the answer's head read; a failure before the head is _Failed.
+    A 4xx answer is returned; a 5xx answer is _Failed (with the upstream's message)."""
+    client = http_client()
+    request = client.build_request("POST", f"{server.url}{path}", content=content, headers=headers,
+                                   timeout=pool.timeouts())
+    try:
+        response = await client.send(request, stream=True)
+    except httpx.HTTPError as exc:
+        raise _Failed(_reason(exc), describe(exc)) from None
+    if response.status_code >= RETRYABLE_STATUS:
+        try:
+            raw = await response.aread()
+            message = normalised_error(json.loads(raw), response.status_code)["error"]["message"]
+        except (httpx.HTTPError, ValueError):
+            message = ""
+        finally:
+            await response.aclose()
+        raise _Failed("status", f"HTTP {response.status_code}" + (f": {message}" if message else ""))
+    return response
+
+
+def _reason(exc: httpx.HTTPError) -> str:
+    if isinstance(exc, httpx.ConnectError):
+        return "connect"
+    return "timeout" if isinstance(exc, httpx.TimeoutException) else "read"
+
+
+async def _with_failover(pool: Pool, path: str, body: dict[str, Any], *, stream: bool, prime):
+    """Try the row's servers in turn until one answers: ``prime(response)`` reads what
+    must come before our first byte (the JSON body, or a stream's first event) and
+    raises _Failed to move on. Returns (server, response, primed, started)."""
+    pool.ensure_health_checks()
+    content = upstream_body(pool, body, stream=stream)
+    headers = _request_headers(pool)
+    deadline = time.monotonic() + pool.timeout
+    tried: set[str] = set()
+    last_error = ""
+    while True:
+        server = await _choose(pool, tried, deadline, last_error)
+        tried.add(server.url)
+        pool.begin(server)
+        started = time.monotonic()
+        response = None
+        try:
+            response = await _send(pool, server, path, content, headers)
+            primed = await prime(response)
+        except _Failed as failure:
+            if response is not None:
+                await response.aclose()
+            pool.end(server)
+            pool.failed(server, failure.reason, failure.error)
+            last_error = f"{server.url}: {failure.error}"
+            logger.warning("Upstream %s failed for %s: %s", server.url, pool.model_id, failure.error)
+            continue
+        except BaseException:  # cancelled (the client left) or our own bug: free the slot
+            if response is not None:
+                await response.aclose()
+            pool.end(server)
+            raise
+        pool.succeeded(server, time.monotonic() - started)
+        return server, response, primed, started
+
+
+def _rename(obj: dict[str, Any], model_id: str) -> dict[str, Any]:
+    if "model" in obj:
+        obj["model"] = model_id
+    return obj
+
+
+# --------------------------------------------------------------------- JSON answers
+async def _read_json(response: httpx.Response) -> Any:
+    try:
+        raw = await response.aread()
+    except httpx.HTTPError as exc:
+        raise _Failed("read", describe(exc)) from None
+    try:
+        obj = json.loads(raw)
+    except ValueError:
+        if response.status_code < 300:
+            raise _Failed("malformed", "the answer is not valid JSON") from None
+        obj = {"message": raw[:500].decode(errors="replace")}
+    if response.status_code < 300 and not isinstance(obj, dict):
+        raise _Failed("malformed", "the answer is not a JSON object")
+    return obj
+
+
+async def forward_json(entry, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """A non-streaming call: (status, body in our contract)."""
+    pool = pool_for(entry)
+    server, response, obj, _ = await _with_failover(pool, path, body, stream=False, prime=_read_json)
+    try:
+        status = response.status_code
+    finally:
+        await response.aclose()
+        pool.end(server)
+    if status >= 300:
+        return status, normalised_error(obj, status)
+    return status, _rename(obj, entry.model_id)
+
+
+def _usage_numbers(usage: Any) -> tuple[int, int] | None:
+    if not isinstance(usage, dict):
+        return None
+    prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens", 0)
+    if not isinstance(prompt, int) or not isinstance(completion, int):
+        return None
+    return prompt, completion
+
+
+async def completion_json(entry, path: str, body: dict[str, Any]) -> HttpResponse:
+    """/v1/completions or /v1/chat/completions without a stream."""
+    timer = metrics.GenerationTimer(entry.model_id, prompt_tokens=0)
+    status, answer = await forward_json(entry, path, body)
+    if status < 300:
+        counts = _usage_numbers(answer.get("usage"))
+        if counts is not None:
+            timer.usage(*counts)
+        else:
+            timer.done()
+    return _answer(status, answer)
+
+
+async def embeddings_json(entry, body: dict[str, Any]) -> HttpResponse:
+    status, answer = await forward_json(entry, "/embeddings", body)
+    if status < 300:
+        counts = _usage_numbers(answer.get("usage"))
+        metrics.embeddings_done(entry.model_id, prompt_tokens=counts[0] if counts else 0)
+    return _answer(status, answer)
+
+
+# -------------------------------------------------------------------------- streams
+async def _events(response: httpx.Response) -> AsyncIterator[str]:
+    """The ``data`` of each server-sent event (multi-line data joined by newlines)."""
+    data: list[str] = []
+    async for line in response.aiter_lines():
+        if not line:
+            if data:
+                yield "\n".join(data)
+                data = []
+            continue
+        if line.startswith(":"):
+            continue
+        name, _, value = line.partition(":")
+        if name == "data":
+            data.append(value[1:] if value.startswith(" ") else value)
+    if data:
+        yield "\n".join(data)
+
+
+@dataclass
+class _Primed:
+    events: AsyncIterator[str]
+    first: str | None  # None: the stream is an HTTP error answer (obj holds it)
+    obj: Any = None
+
+
+async def _prime_stream(response: httpx.Response) -> _Primed:
+    if response.status_code >= 300:
+        return _Primed(_empty(), None, await _read_json(response))
+    events = _events(response)
+    try:
+        first = await anext(events)
+    except StopAsyncIteration:
+        raise _Failed("malformed", "the stream ended before its first event") from None
+    except httpx.HTTPError as exc:
+        raise _Failed("read", describe(exc)) from None
+    if first != "[DONE]":
+        try:
+            json.loads(first)
+        except ValueError:
+            raise _Failed("malformed", "the stream's first event is not valid JSON") from None
+    return _Primed(events, first)
+
+
+async def _empty() -> AsyncIterator[str]:
+    return
+    yield  # pragma: no cover - makes this an async generator
+
+
+async def completion_stream(entry, path: str, body: dict[str, Any]) -> HttpResponse:
+    """A streaming completion: the upstream's events relayed one by one."""
+    pool = pool_for(entry)
+    options = body.get("stream_options") or {}
+    wants_usage = bool(options.get("include_usage") or options.get("continuous_usage_stats"))
+    server, response, primed, _ = await _with_failover(pool, path, body, stream=True, prime=_prime_stream)
+    if primed.first is None:  # a 4xx answer: an HTTP error, no stream
+        await response.aclose()
+        pool.end(server)
+        return _answer(response.status_code, normalised_error(primed.obj, response.status_code))
+    return sse_response(_relay(entry, pool, server, response, primed, wants_usage))
+
+
+async def _relay(entry, pool: Pool, server: Server, response: httpx.Response, primed: _Primed,
+                 wants_usage: bool) -> AsyncIterator[bytes]:
+    timer = metrics.GenerationTimer(entry.model_id, prompt_tokens=0)
+    usage: tuple[int, int] | None = None
+
+    async def rest() -> AsyncIterator[str]:
+        yield primed.first
+        async for data in primed.events:
+            yield data
+
+    try:
+        try:
+            async for data in rest():
+                if data == "[DONE]":
+                    break
+                try:
+                    obj = json.loads(data)
+                except ValueError:
+                    obj = None
+                if not isinstance(obj, dict):
+                    pool.failed(server, "malformed", "a stream event is not a JSON object")
+                    yield _stream_error(pool, "sent a malformed stream event")
+                    break
+                if _is_error(obj):
+                    yield sse_frame(normalised_error(obj, 500))
+                    break
+                counts = _usage_numbers(obj.get("usage"))
+                if counts is not None:
+                    usage = counts
+                if not wants_usage:
+                    obj.pop("usage", None)
+                    if not obj.get("choices"):
+                        continue  # the usage-only last chunk the client did not ask for
+                tokens = _new_tokens(obj)
+                if tokens:
+                    timer.tokens(tokens)
+                yield sse_frame(_rename(obj, entry.model_id))
+        except httpx.HTTPError as exc:  # cut off, or stalled past the timeout, mid-answer
+            error = describe(exc)
+            pool.failed(server, "read", error)
+            logger.warning("Upstream %s failed mid-stream for %s: %s", server.url, pool.model_id, error)
+            yield _stream_error(pool, f"failed mid-answer ({error})")
+        if usage is not None:
+            timer.usage(*usage)
+        else:
+            timer.done()
+        yield SSE_DONE
+    finally:  # also when the client went away: closing the connection aborts the upstream
+        await response.aclose()
+        pool.end(server)
+
+
+def _new_tokens(obj: dict[str, Any]) -> int:
+    """Chunks that carry generated output (one token each, for TTFT and inter-token metrics)."""
+    count = 0
+    for choice in obj.get("choices") or ():
+        if not isinstance(choice, dict):
+            continue
+        delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
+        if choice.get("text") or delta.get("content") or delta.get("tool_calls"):
+            count += 1
+    return count
+
+
+def _stream_error(pool: Pool, what: str) -> bytes:
+    message = f"The upstream server of model '{pool.model_id}' {what}."
+    return sse_frame(error_payload(message, type="server_error", code="upstream_error"))
