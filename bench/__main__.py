@@ -75,6 +75,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--kv", action="store_true", help="only the KV-cache and scheduling scenarios (prefix "
                         "reuse, chunked prefill, long context, fairness), in this process; with --quick at 1/10 size")
+    parser.add_argument("--gateway", action="store_true", help="only the gateway scenario: the upstream "
+                        "(--base-url, or a gpt3dev server it starts) direct and through a gpt3dev gateway, "
+                        "at --gateway-levels")
+    parser.add_argument("--gateway-levels", default="1,8", help="concurrency levels of --gateway (default %(default)s)")
     args = parser.parse_args(argv)
     if args.quick:
         args.levels = "1"
@@ -305,6 +309,8 @@ def main(argv: list[str] | None = None) -> int:
     background = BackgroundLoad(server_pid=args.pid if args.base_url else None)
     if args.kv:
         return run_kv(args, out, results, background, started)
+    if args.gateway:
+        return run_gateway(args, out, results, background, started)
     try:
         raw_model = load_raw(args, progress, results)
         import importlib.metadata as md
@@ -339,6 +345,25 @@ def main(argv: list[str] | None = None) -> int:
         print("\n" + quality.render(results["quality"]))
     print(f"\nwrote {out / 'results.json'} and {out / 'bench.png'} in {results['meta']['duration_s']} s")
     failures = sum(row["failures"] for row in results["comparison"])
+    return 1 if failures else 0
+
+
+def run_gateway(args: argparse.Namespace, out: Path, results: dict[str, Any], background: BackgroundLoad,
+                started: float) -> int:
+    from . import gateway
+
+    levels = [1] if args.quick else sorted({int(x) for x in args.gateway_levels.split(",") if x.strip()})
+    results["gateway"] = gateway.run(args, levels, requests_for)
+    results["targets"] = gateway.targets(results["gateway"])
+    results["meta"]["background_load"] = background.result()
+    results["meta"]["duration_s"] = round(time.perf_counter() - started, 1)
+    report.write_json(results, out / "results.json")
+    print(gateway.render(results["gateway"]))
+    load = results["meta"]["background_load"] or {}
+    print(f"\nother processes (outside this benchmark and its servers) used "
+          f"{load.get('other_processes_cores', '-')} cores on average during this run")
+    print(f"wrote {out / 'results.json'} in {results['meta']['duration_s']} s")
+    failures = sum(row[side]["failures"] for row in results["gateway"]["levels"] for side in ("direct", "gateway"))
     return 1 if failures else 0
 
 

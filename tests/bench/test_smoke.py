@@ -68,3 +68,18 @@ def test_bench_quick_run_writes_results_and_plot(tmp_path):
     assert (f32["dtype"], q8["dtype"]) == ("float32", "int8") and q8["weights"] == "int8"
     assert f32["identical"] == f32["prompts"] == 1 and f32["perplexity_ratio"] == 1.0
     assert 1 < q8["perplexity"] < 100 and "quality vs float32" in result.stdout
+
+
+def test_bench_gateway_scenario_runs_both_sides(tmp_path):
+    out = tmp_path / "bench-gateway"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    result = subprocess.run([sys.executable, "-m", "bench", "--gateway", "--quick", "--no-progress", "--out", str(out)],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "Gateway vs direct" in result.stdout and "added TTFT p50" in result.stdout
+    (level,) = json.loads((out / "results.json").read_text())["gateway"]["levels"]
+    assert level["concurrency"] == 1
+    for side in ("direct", "gateway"):
+        assert level[side]["failures"] == 0 and level[side]["tok_s"] > 0 and level[side]["ttft_p50_ms"] > 0
+    assert level["throughput_ratio"] > 0

@@ -113,3 +113,13 @@ def test_admin_test_connection_reports_each_server(admin_client_logged_in):
         assert SECRET.lower() not in page
     finally:
         server.stop()
+
+
+def test_the_deployment_example_registry_imports(monkeypatch):
+    from models_api.registry_file import read_registry_file
+    from tests.live_server import ROOT
+
+    monkeypatch.setenv("VLLM_API_KEY", SECRET)
+    (created,) = import_registry(read_registry_file(ROOT / "docs" / "deploy" / "registry.yaml")).created
+    entry = ModelEntry.objects.get(model_id=created)
+    assert entry.is_upstream and len(entry.upstream_urls()) == 2 and decrypt_key(entry.upstream_api_key) == SECRET
