@@ -10,9 +10,9 @@ by each layer with the layer's freshly projected (and rotated) keys and values:
 1. writes them into the pool slots of their rows (``index_copy_``, in place);
 2. gathers each row's keys and values once per layer with one ``index_select`` over
    all rows (cost: the tokens held, not batch x longest row);
-3. runs ``scaled_dot_product_attention`` per row on views of that gather, the
-   query heads of a KV group folded into the query length so grouped-query models
-   need no repeated keys.
+3. runs ``scaled_dot_product_attention`` per row on views of that gather (as 4-D
+   tensors, so torch takes its fused CPU kernel), the query heads of a KV group folded
+   into the query length so grouped-query models need no repeated keys.
 
 Each row's attention is computed alone, so its numbers do not depend on which other
 rows share the step. Without a plan (e.g. prompt scoring) it is plain causal SDPA.
@@ -95,15 +95,19 @@ def paged_attention(module: Any, query: torch.Tensor, key: torch.Tensor, value: 
         q = q.reshape(kv_heads, group * span.q_len, dim)
         k = k_all[:, span.kv_start : span.kv_start + span.kv_len]
         v = v_all[:, span.kv_start : span.kv_start + span.kv_len]
+        # 4-D inputs ([1, heads, L, D]) let SDPA take its fused CPU kernel; 3-D ones fall
+        # back to the unfused path (twice the time for a masked chunk over a long context).
         if span.q_len == 1:
-            o = F.scaled_dot_product_attention(q, k, v, scale=scaling)
+            o = F.scaled_dot_product_attention(q[None], k[None], v[None], scale=scaling)
         elif span.mask is None:
             # A whole prompt at once: plain causal, per folded head group.
             o = F.scaled_dot_product_attention(
-                q.view(kv_heads * group, span.q_len, dim), _rep(k, group), _rep(v, group), is_causal=True, scale=scaling
+                q.view(1, kv_heads * group, span.q_len, dim), _rep(k, group)[None], _rep(v, group)[None],
+                is_causal=True, scale=scaling,
             )
         else:
-            o = F.scaled_dot_product_attention(q, k, v, attn_mask=span.mask.repeat(group, 1), scale=scaling)
+            mask = span.mask.repeat(group, 1)[None, None]
+            o = F.scaled_dot_product_attention(q[None], k[None], v[None], attn_mask=mask, scale=scaling)
         outs.append(o.reshape(heads, span.q_len, dim))
     out = torch.cat(outs, dim=1) if len(outs) > 1 else outs[0]
     return out.transpose(0, 1).unsqueeze(0), None
