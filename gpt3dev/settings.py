@@ -184,7 +184,8 @@ GPT3DEV = {
     "MAX_QUEUE": env_int("MAX_QUEUE", 256, minimum=1),
     "MAX_N": env_int("MAX_N", 16, minimum=1),
     "KV_CACHE_MEMORY": env_memory("KV_CACHE_MEMORY", "2GiB"),  # bytes, or a fraction of free memory
-    "MAX_STEP_TOKENS": env_int("MAX_STEP_TOKENS", 256, minimum=1),
+    "MAX_STEP_TOKENS": env_int("MAX_STEP_TOKENS", 64, minimum=1),  # per forward while streams decode
+    "MAX_PREFILL_TOKENS": env_int("MAX_PREFILL_TOKENS", 512, minimum=1),  # per forward while none decodes
     "ADMISSION_SKIP_SECONDS": env_int("ADMISSION_SKIP_SECONDS", 10, minimum=0),
     "PRELOAD_MODELS": env_list("PRELOAD_MODELS"),
     "HF_HUB_OFFLINE": env_bool("HF_HUB_OFFLINE", False),

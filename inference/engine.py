@@ -40,7 +40,8 @@ class EngineConfig:
     # windows): bytes, or a float in (0, 1] = that fraction of the memory available then.
     kv_cache_memory: int | float = 2 << 30
     kv_block_size: int = 16  # tokens per pool block (the unit of prefix reuse)
-    max_step_tokens: int = 256  # tokens per forward: decode rows plus prefill chunks
+    max_step_tokens: int = 64  # tokens per forward while some row decodes: decode rows plus prefill chunks
+    max_prefill_tokens: int = 512  # tokens per forward while every row is prefilling
     max_skip_s: float = 10.0  # how long a request that does not fit may be overtaken
     default_device: str = "auto"  # for specs saying "auto": cuda, then mps, then cpu
     hf_offline: bool = False  # HF_HUB_OFFLINE in the environment is honoured too
@@ -171,7 +172,8 @@ class Engine:
             default_context_tokens=self.config.default_context_tokens,
             limits=SchedulerLimits(
                 max_batch_size=self.config.max_batch_size, max_queue=self.config.max_queue,
-                max_step_tokens=self.config.max_step_tokens, max_skip_s=self.config.max_skip_s,
+                max_step_tokens=self.config.max_step_tokens,
+                max_prefill_tokens=self.config.max_prefill_tokens, max_skip_s=self.config.max_skip_s,
             ),
             kv_cache_bytes=budget_bytes(self.config.kv_cache_memory, device.type), kv_block_size=self.config.kv_block_size,
         )

@@ -2,7 +2,10 @@
 
 The worker owns the model, a :class:`~inference.kvcache.KVPool` allocated once, and a
 :class:`~inference.kvcache.BlockManager` that hands out its blocks. Each step, vLLM v1
-style, one token budget (``max_step_tokens``) is shared out:
+style, one token budget is shared out: ``max_step_tokens`` while some row is decoding
+(so a long prompt's prefill chunks keep streams flowing), ``max_prefill_tokens`` while
+every row is still reading its prompt (nobody is waiting for a token, so the prompt is
+read in big, faster steps):
 
 1. running rows first, oldest first: a decoding row takes 1 token, a row still
    prefilling takes the next chunk of its prompt (chunked prefill is not a special
@@ -54,7 +57,8 @@ class SchedulerLimits:
 
     max_batch_size: int = 16  # rows decoding together
     max_queue: int = 256  # sequences waiting; beyond -> EngineOverloaded
-    max_step_tokens: int = 256  # tokens in one forward (decode rows + prefill chunks)
+    max_step_tokens: int = 64  # tokens in one forward while some row is decoding
+    max_prefill_tokens: int = 512  # tokens in one forward while every row is still prefilling
     max_skip_s: float = 10.0  # how long a request that does not fit may be overtaken
 
 
@@ -136,6 +140,7 @@ class Scheduler:
         self.max_batch_size = max(1, limits.max_batch_size)
         self.max_queue = max(0, limits.max_queue)
         self.max_step_tokens = max(limits.max_step_tokens, self.max_batch_size)
+        self.max_prefill_tokens = max(limits.max_prefill_tokens, self.max_step_tokens)
         self.max_skip_s = limits.max_skip_s
         self.bos_id = bos_id
         self.blocks = BlockManager(pool.num_blocks, pool.block_size)
@@ -346,7 +351,10 @@ class Scheduler:
     # --------------------------------------------------------------------- schedule
     def _schedule(self) -> list[tuple[_Row, int]]:
         """This step's rows and how many tokens each feeds (see the module docstring)."""
-        budget = self.max_step_tokens
+        # Small steps while streams are decoding (a long prompt's chunks must not stall
+        # them); big ones while nobody waits for a token (prefill runs at full speed).
+        decoding = any(len(row.tokens) - row.computed <= 1 for row in self._running)
+        budget = self.max_step_tokens if decoding else self.max_prefill_tokens
         plan: list[tuple[_Row, int]] = []
         preempted = False
         i = 0

@@ -33,6 +33,7 @@ def get_engine() -> "Engine":
                         max_queue=conf["MAX_QUEUE"],
                         kv_cache_memory=conf["KV_CACHE_MEMORY"],
                         max_step_tokens=conf["MAX_STEP_TOKENS"],
+                        max_prefill_tokens=conf["MAX_PREFILL_TOKENS"],
                         max_skip_s=float(conf["ADMISSION_SKIP_SECONDS"]),
                         default_device=conf["DEFAULT_DEVICE"],
                         cpu_auto_dtype=conf["CPU_DTYPE"],

@@ -190,3 +190,30 @@ def test_sliding_window_model_refused_at_load(tmp_path, smol_folder):
         assert "sliding" in str(info.value) and "full-attention" in str(info.value)
     finally:
         eng.shutdown()
+
+
+def test_prompts_alone_are_read_in_big_steps_and_small_ones_while_a_stream_decodes(tiny_llama_dir, tmp_path):
+    eng, gen = make(tmp_path, tiny_llama_dir, max_step_tokens=16, max_prefill_tokens=64)
+    sizes: list[list[int]] = []  # the tokens each row fed, per forward
+    scheduler = gen._scheduler
+    forward = scheduler._forward
+    scheduler._forward = lambda plan: (sizes.append([take for _, take in plan]), forward(plan))[1]
+
+    async def scenario():
+        await collect(gen, greedy(LONG, "alone", max_tokens=1))
+        alone = list(sizes)
+        sizes.clear()
+        stream = gen.generate(greedy(PROMPT, "a", max_tokens=200))
+        await stream.__anext__()
+        await collect(gen, greedy(LONG[::-1], "beside", max_tokens=1))  # not in the prefix cache
+        await stream.aclose()
+        return alone, list(sizes)
+
+    try:
+        alone, beside = run(asyncio.wait_for(scenario(), 120))
+        assert [sum(step) for step in alone] == [64, 64, 64, 8]  # 200 tokens, nobody decoding
+        prefill_steps = [step for step in beside if len(step) == 2]  # the stream's token and a chunk
+        assert prefill_steps and all(sum(step) <= 16 for step in prefill_steps)
+        assert sum(step[1] for step in prefill_steps) >= 199
+    finally:
+        eng.shutdown()
