@@ -78,6 +78,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--gateway", action="store_true", help="only the gateway scenario: the upstream "
                         "(--base-url, or a gpt3dev server it starts) direct and through a gpt3dev gateway, "
                         "at --gateway-levels")
+    parser.add_argument("--soak", type=float, metavar="SECONDS", help="only the memory soak: 8 chat streams "
+                        "without max_tokens for SECONDS (the KV-cache target uses 300), resident memory sampled")
     parser.add_argument("--gateway-levels", default="1,8", help="concurrency levels of --gateway (default %(default)s)")
     args = parser.parse_args(argv)
     if args.quick:
@@ -311,6 +313,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_kv(args, out, results, background, started)
     if args.gateway:
         return run_gateway(args, out, results, background, started)
+    if args.soak:
+        return run_soak(args, out, results, background, started)
     try:
         raw_model = load_raw(args, progress, results)
         import importlib.metadata as md
@@ -348,6 +352,19 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if failures else 0
 
 
+def _scenario_done(out: Path, results: dict[str, Any], background: BackgroundLoad, started: float,
+                   text: str) -> None:
+    """The end of a single-scenario run: its load note, results.json and its table."""
+    results["meta"]["background_load"] = background.result()
+    results["meta"]["duration_s"] = round(time.perf_counter() - started, 1)
+    report.write_json(results, out / "results.json")
+    print(text)
+    load = results["meta"]["background_load"] or {}
+    print(f"\nother processes (outside this benchmark and the servers it starts) used "
+          f"{load.get('other_processes_cores', '-')} cores on average during this run")
+    print(f"wrote {out / 'results.json'} in {results['meta']['duration_s']} s")
+
+
 def run_gateway(args: argparse.Namespace, out: Path, results: dict[str, Any], background: BackgroundLoad,
                 started: float) -> int:
     from . import gateway
@@ -355,16 +372,18 @@ def run_gateway(args: argparse.Namespace, out: Path, results: dict[str, Any], ba
     levels = [1] if args.quick else sorted({int(x) for x in args.gateway_levels.split(",") if x.strip()})
     results["gateway"] = gateway.run(args, levels, requests_for)
     results["targets"] = gateway.targets(results["gateway"])
-    results["meta"]["background_load"] = background.result()
-    results["meta"]["duration_s"] = round(time.perf_counter() - started, 1)
-    report.write_json(results, out / "results.json")
-    print(gateway.render(results["gateway"]))
-    load = results["meta"]["background_load"] or {}
-    print(f"\nother processes (outside this benchmark and its servers) used "
-          f"{load.get('other_processes_cores', '-')} cores on average during this run")
-    print(f"wrote {out / 'results.json'} in {results['meta']['duration_s']} s")
+    _scenario_done(out, results, background, started, gateway.render(results["gateway"]))
     failures = sum(row[side]["failures"] for row in results["gateway"]["levels"] for side in ("direct", "gateway"))
     return 1 if failures else 0
+
+
+def run_soak(args: argparse.Namespace, out: Path, results: dict[str, Any], background: BackgroundLoad,
+             started: float) -> int:
+    from . import soak
+
+    results["soak"] = soak.run(args.model, args.soak)
+    _scenario_done(out, results, background, started, soak.render(results["soak"]))
+    return 0 if results["soak"]["failures"] == 0 else 1
 
 
 def run_kv(args: argparse.Namespace, out: Path, results: dict[str, Any], background: BackgroundLoad,
@@ -375,13 +394,7 @@ def run_kv(args: argparse.Namespace, out: Path, results: dict[str, Any], backgro
     results["kv_scenarios"] = kv.run_all(default_cache_dir(), quick=args.quick)
     results["targets"] = [{"target": f"{r['scenario']}: {r['target']}", "value": r["ratio"], "met": r["met"]}
                           for r in results["kv_scenarios"] if r.get("met") is not None]
-    results["meta"]["background_load"] = background.result()
-    results["meta"]["duration_s"] = round(time.perf_counter() - started, 1)
-    report.write_json(results, out / "results.json")
-    print(kv.render(results["kv_scenarios"]))
-    load = results["meta"]["background_load"] or {}
-    print(f"\nother processes used {load.get('other_processes_cores', '-')} cores on average during this run")
-    print(f"wrote {out / 'results.json'} in {results['meta']['duration_s']} s")
+    _scenario_done(out, results, background, started, kv.render(results["kv_scenarios"]))
     return 0
 
 

@@ -7,7 +7,9 @@ with one ``upstream`` row named like the model, so both are sent identical reque
 Each concurrency level runs direct, gateway, gateway, direct (so slow drift of the
 machine does not favour either side), and the figures are the sums and medians of both
 runs of each side. On a small machine the gateway and the upstream share the CPUs; a
-real deployment has them on different machines, so the ratio here is a floor.
+real deployment has them on different machines, so the ratio here is a floor. What the
+gateway itself adds is measured last, against an upstream that answers at once
+(:mod:`bench.fake_upstream`), with no model on the CPUs.
 """
 
 from __future__ import annotations
@@ -17,8 +19,11 @@ import json
 import shutil
 import statistics
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 from . import client
 from .server import UvicornServer, first_answer
@@ -64,6 +69,43 @@ def measure(direct_url: str, gateway_url: str, args: argparse.Namespace, levels:
     return rows
 
 
+def _first_event_ms(url: str, model: str, count: int) -> float:
+    """Median time to the first streamed event of ``count`` one-token completions, sent
+    one after another on a kept-alive connection."""
+    body = {"model": model, "prompt": "x", "max_tokens": 1, "stream": True}
+    times = []
+    with httpx.Client(timeout=30) as http:
+        for _ in range(count + 5):  # the first five warm up
+            start = time.perf_counter()
+            with http.stream("POST", url, json=body) as response:
+                for line in response.iter_lines():
+                    if line.startswith("data: {"):
+                        times.append(time.perf_counter() - start)
+                        break
+    return statistics.median(times[5:]) * 1000
+
+
+def overhead(scratch: Path, count: int = 50) -> dict[str, Any]:
+    """What the gateway itself adds to a request, with an upstream that answers at once
+    (:mod:`bench.fake_upstream`), so no model shares the CPUs with the gateway."""
+    from .fake_upstream import FaultServer
+
+    fake = FaultServer(name="instant").start()
+    registry = scratch / "instant.json"
+    registry.write_text(json.dumps({"models": [{"name": "instant", "upstream": fake.base_url, "timeout": 60}]}))
+    gateway = UvicornServer(scratch / "gateway-instant", MODEL_REGISTRY_PATH=str(registry), LOG_LEVEL="warning",
+                            ACCESS_LOG_FORMAT="off")
+    try:
+        gateway.start(300)
+        direct = _first_event_ms(f"{fake.base_url}/completions", "instant", count)
+        through = _first_event_ms(f"{gateway.base_url}/v1/completions", "instant", count)
+    finally:
+        gateway.stop()
+        fake.stop()
+    return {"requests": count, "direct_ms": round(direct, 2), "gateway_ms": round(through, 2),
+            "added_ms": round(through - direct, 2)}
+
+
 def run(args: argparse.Namespace, levels: list[int], requests_for) -> dict[str, Any]:
     scratch = Path(tempfile.mkdtemp(prefix="gpt3dev-bench-gateway-"))
     servers: list[UvicornServer] = []
@@ -82,11 +124,15 @@ def run(args: argparse.Namespace, levels: list[int], requests_for) -> dict[str, 
         servers.append(gateway.start(300))
         first_answer(gateway.base_url, args.model)
         rows = measure(upstream_url, gateway.base_url, args, levels, requests_for)
+        for server in servers:
+            server.stop()  # nothing else on the CPUs while the gateway's own cost is measured
+        instant = overhead(scratch, 10 if args.quick else 50)
     finally:
         for server in servers:
             server.stop()
         shutil.rmtree(scratch, ignore_errors=True)
-    return {"upstream": args.base_url or "a gpt3dev server started by the benchmark", "levels": rows}
+    return {"upstream": args.base_url or "a gpt3dev server started by the benchmark", "levels": rows,
+            "instant_upstream": instant}
 
 
 def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
@@ -112,6 +158,11 @@ def render(result: dict[str, Any]) -> str:
         d, g = row["direct"], row["gateway"]
         lines.append(f"{row['concurrency']:>3} {d['tok_s']!s:>13} {g['tok_s']!s:>14} {row['throughput_ratio']!s:>6} "
                      f"{d['ttft_p50_ms']!s:>13} ms {g['ttft_p50_ms']!s:>5} ms {row['added_ttft_p50_ms']!s:>4} ms")
+    instant = result.get("instant_upstream")
+    if instant:
+        lines.append(f"  with an upstream that answers at once ({instant['requests']} one-token streams in a row): "
+                     f"first event {instant['direct_ms']} ms direct, {instant['gateway_ms']} ms through the gateway, "
+                     f"{instant['added_ms']} ms added")
     for target in targets(result):
         lines.append(f"  {'met' if target['met'] else 'MISSED'}: {target['target']} (got {target['value']})")
     return "\n".join(lines)

@@ -83,3 +83,5 @@ def test_bench_gateway_scenario_runs_both_sides(tmp_path):
     for side in ("direct", "gateway"):
         assert level[side]["failures"] == 0 and level[side]["tok_s"] > 0 and level[side]["ttft_p50_ms"] > 0
     assert level["throughput_ratio"] > 0
+    instant = json.loads((out / "results.json").read_text())["gateway"]["instant_upstream"]
+    assert instant["requests"] == 10 and instant["direct_ms"] > 0 and instant["gateway_ms"] > 0

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from tests.live_server import LiveServer, free_port
-from tests.upstream.fault_server import FaultServer
+from bench.fake_upstream import FaultServer
 
 pytestmark = [pytest.mark.e2e]
 

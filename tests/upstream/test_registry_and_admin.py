@@ -9,7 +9,7 @@ from django.core.exceptions import ValidationError
 from models_api.models import ModelEntry
 from models_api.registry_file import RegistryFileError, import_registry
 from tests.models_api.test_admin import CHANGELIST, form_data
-from tests.upstream.fault_server import FaultServer
+from bench.fake_upstream import FaultServer
 from upstream.credentials import UnreadableKey, decrypt_key, encrypt_key
 
 pytestmark = pytest.mark.django_db

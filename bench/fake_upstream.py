@@ -1,6 +1,7 @@
-"""A small OpenAI-shaped HTTP server for the upstream tests, whose behaviour the test
-sets: it answers well, or refuses, stalls, cuts a stream midway, sends malformed JSON,
-answers with an integer error code or leaves out ``[DONE]``.
+"""A small OpenAI-shaped HTTP server for the upstream tests and the gateway benchmark,
+whose behaviour the caller sets: it answers well (at once: no model behind it), or
+refuses, stalls, cuts a stream midway, sends malformed JSON, answers with an integer
+error code or leaves out ``[DONE]``.
 
 It speaks just enough HTTP/1.1 (one request per connection, ``Connection: close``) on
 its own event loop in a thread, and records every request it received, so a test can
