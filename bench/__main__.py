@@ -33,7 +33,7 @@ import httpx
 
 from . import client, dtypes, quality, raw, report, structured
 from .background import BackgroundLoad
-from .server import ROOT, UvicornServer, first_answer, measure_cold_start, resident_memory
+from .server import ROOT, UvicornServer, first_answer, measure_cold_start, own_database, resident_memory
 
 DEFAULT_MODEL = "SmolLM2-135M-Instruct"
 DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
@@ -218,7 +218,7 @@ def run_own_server(args: argparse.Namespace, progress: Progress, out: Path, raw_
         if not args.skip_cold_start and not args.quick:
             progress.phase("cold start without the model cache (GGUF conversion)")
             fresh = scratch / "no-cache"
-            server = UvicornServer(fresh, DATABASE_URL=f"sqlite:///{fresh / 'db.sqlite3'}",
+            server = UvicornServer(fresh, **own_database(fresh),
                                    MODEL_CACHE_DIR=str(fresh / "models"))
             servers.append(server)
             server.migrate()
@@ -227,7 +227,7 @@ def run_own_server(args: argparse.Namespace, progress: Progress, out: Path, raw_
             shutil.copy(server.log_path, out / "server-no-cache.log")
         ensure_model_cached(args)
         main = scratch / "main"
-        server = UvicornServer(main, DATABASE_URL=f"sqlite:///{main / 'db.sqlite3'}")
+        server = UvicornServer(main, **own_database(main))
         servers.append(server)
         progress.phase("starting the server")
         migrate_s = server.migrate()

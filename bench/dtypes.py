@@ -15,14 +15,14 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import client
-from .server import UvicornServer, measure_cold_start, resident_memory
+from .server import UvicornServer, measure_cold_start, own_database, resident_memory
 
 CPU_DTYPES = ("float32", "bfloat16", "int8", "int4")
 
 
 def run_dtype_server(dtype: str, workdir: Path, args: argparse.Namespace, warm_up: Callable[..., None],
                      on_done: Callable[..., None]) -> dict[str, Any]:
-    server = UvicornServer(workdir, DATABASE_URL=f"sqlite:///{workdir / 'db.sqlite3'}", CPU_DTYPE=dtype)
+    server = UvicornServer(workdir, **own_database(workdir), CPU_DTYPE=dtype)
     try:
         server.migrate()
         cold: dict[str, Any] = {}

@@ -2,7 +2,9 @@
 gpt3dev gateway whose registry row forwards to it, in one run.
 
 The upstream is ``--base-url`` (any OpenAI-compatible server serving ``--model``) or,
-without it, a gpt3dev server this run starts. The gateway is a second gpt3dev process
+without it, a gpt3dev server this run starts. Every server started here has its own
+SQLite database, whatever ``DATABASE_URL`` says: a gateway sharing its upstream's
+registry would turn the upstream's own row into an upstream row (a loop). The gateway is a second gpt3dev process
 with one ``upstream`` row named like the model, so both are sent identical requests.
 Each concurrency level runs direct, gateway, gateway, direct (so slow drift of the
 machine does not favour either side), and the figures are the sums and medians of both
@@ -26,7 +28,7 @@ from typing import Any
 import httpx
 
 from . import client
-from .server import UvicornServer, first_answer
+from .server import UvicornServer, first_answer, own_database
 
 TARGETS = {"throughput": 0.95, "added_ttft_ms": 10.0}
 
@@ -94,7 +96,7 @@ def overhead(scratch: Path, count: int = 50) -> dict[str, Any]:
     registry = scratch / "instant.json"
     registry.write_text(json.dumps({"models": [{"name": "instant", "upstream": fake.base_url, "timeout": 60}]}))
     gateway = UvicornServer(scratch / "gateway-instant", MODEL_REGISTRY_PATH=str(registry), LOG_LEVEL="warning",
-                            ACCESS_LOG_FORMAT="off")
+                            ACCESS_LOG_FORMAT="off", **own_database(scratch / "gateway-instant"))
     try:
         gateway.start(300)
         direct = _first_event_ms(f"{fake.base_url}/completions", "instant", count)
@@ -112,7 +114,7 @@ def run(args: argparse.Namespace, levels: list[int], requests_for) -> dict[str, 
     try:
         upstream_url = args.base_url
         if not upstream_url:
-            upstream = UvicornServer(scratch / "upstream", LOG_LEVEL="warning")
+            upstream = UvicornServer(scratch / "upstream", LOG_LEVEL="warning", **own_database(scratch / "upstream"))
             servers.append(upstream.start(300))
             upstream_url = upstream.base_url
         registry = scratch / "registry.json"
@@ -120,7 +122,7 @@ def run(args: argparse.Namespace, levels: list[int], requests_for) -> dict[str, 
             {"name": args.model, "upstream": f"{upstream_url.rstrip('/')}/v1", "is_chat": True, "timeout": 600},
         ]}))
         gateway = UvicornServer(scratch / "gateway", MODEL_REGISTRY_PATH=str(registry), LOG_LEVEL="warning",
-                                ACCESS_LOG_FORMAT="off")
+                                ACCESS_LOG_FORMAT="off", **own_database(scratch / "gateway"))
         servers.append(gateway.start(300))
         first_answer(gateway.base_url, args.model)
         rows = measure(upstream_url, gateway.base_url, args, levels, requests_for)

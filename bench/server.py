@@ -22,6 +22,11 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def own_database(workdir: Path) -> dict[str, str]:
+    """The environment that gives a server started here a SQLite database of its own."""
+    return {"DATABASE_URL": f"sqlite:///{Path(workdir) / 'db.sqlite3'}"}
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

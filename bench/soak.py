@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 
-from .server import UvicornServer, first_answer, resident_memory
+from .server import UvicornServer, first_answer, own_database, resident_memory
 
 STREAMS = 8
 HEADROOM_MB = 300
@@ -69,7 +69,7 @@ async def _load(base_url: str, model: str, seconds: float, pid: int, samples: li
 
 def run(model: str, seconds: float) -> dict[str, Any]:
     scratch = Path(tempfile.mkdtemp(prefix="gpt3dev-bench-soak-"))
-    server = UvicornServer(scratch, LOG_LEVEL="warning", ACCESS_LOG_FORMAT="off")
+    server = UvicornServer(scratch, LOG_LEVEL="warning", ACCESS_LOG_FORMAT="off", **own_database(scratch))
     try:
         server.start(300)
         first_answer(server.base_url, model)

@@ -55,9 +55,10 @@ async def _forward(request: HttpRequest, data: dict, entry: ModelEntry, *, chat:
     services.cap_samples(data)
     await areserve_tokens(request, _estimated_tokens(data, entry), param="max_tokens")
     path = "/chat/completions" if chat else "/completions"
+    hops = forward.incoming_hops(request)
     if data.get("stream"):
-        return await forward.completion_stream(entry, path, request.openai_body)
-    return await forward.completion_json(entry, path, request.openai_body)
+        return await forward.completion_stream(entry, path, request.openai_body, hops)
+    return await forward.completion_json(entry, path, request.openai_body, hops)
 
 
 async def _serve(request: HttpRequest, serializer_class, plan_request) -> HttpResponse:

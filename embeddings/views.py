@@ -28,5 +28,5 @@ async def create_embeddings(request: HttpRequest) -> HttpResponse:
     data = await avalidated(request, EmbeddingRequestSerializer)
     entry = await aget_served_entry(data["model"], task=ModelEntry.Task.EMBEDDINGS, allowed=allowed_models(request))
     if entry.is_upstream:
-        return await forward.embeddings_json(entry, request.openai_body)
+        return await forward.embeddings_json(entry, request.openai_body, forward.incoming_hops(request))
     return JsonResponse(await embeddings_create(data=data, entry=entry))

@@ -42,6 +42,9 @@ from upstream.pool import Pool, Server, describe, http_client, pool_for
 logger = logging.getLogger("gpt3dev.upstream")
 
 RETRYABLE_STATUS = 500  # this status and above: try another server
+HOPS_HEADER = "X-Gpt3dev-Hops"  # gateways a request has passed through
+MAX_HOPS = 4  # more: the registry rows forward in a circle
+LOOP_STATUS = 508  # "Loop Detected": passed back as it is, never retried elsewhere
 ROOM_POLL_SECONDS = 0.01  # how often a request waiting under the concurrency cap looks again
 
 
@@ -111,8 +114,29 @@ def _unavailable(pool: Pool, why: str) -> APIError:
     )
 
 
-def _request_headers(pool: Pool) -> dict[str, str]:
-    headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
+def check_hops(pool_model_id: str, hops: int) -> None:
+    """Refuse a request that has already gone through ``MAX_HOPS`` gateways: upstream
+    rows that point back at each other (or at themselves) would forward it forever."""
+    if hops >= MAX_HOPS:
+        raise APIError(
+            LOOP_STATUS,
+            f"The model '{pool_model_id}' forwards in a loop: this request has already passed through {hops} "
+            "gateways. Check the upstream URLs of its registry row.",
+            type="server_error",
+            code="upstream_loop",
+        )
+
+
+def incoming_hops(request) -> int:
+    try:
+        return max(0, int(request.headers.get(HOPS_HEADER, "0")))
+    except ValueError:
+        return 0
+
+
+def _request_headers(pool: Pool, hops: int) -> dict[str, str]:
+    headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream",
+               HOPS_HEADER: str(hops + 1)}
     record = current_record()
     if record is not None:
         headers["X-Request-ID"] = record.request_id
@@ -145,7 +169,7 @@ async def _send(pool: Pool, server: Server, path: str, content: bytes, headers: 
         response = await client.send(request, stream=True)
     except httpx.HTTPError as exc:
         raise _Failed(_reason(exc), describe(exc)) from None
-    if response.status_code >= RETRYABLE_STATUS:
+    if response.status_code >= RETRYABLE_STATUS and response.status_code != LOOP_STATUS:
         try:
             raw = await response.aread()
             message = normalised_error(json.loads(raw), response.status_code)["error"]["message"]
@@ -163,13 +187,14 @@ def _reason(exc: httpx.HTTPError) -> str:
     return "timeout" if isinstance(exc, httpx.TimeoutException) else "read"
 
 
-async def _with_failover(pool: Pool, path: str, body: dict[str, Any], *, stream: bool, prime):
+async def _with_failover(pool: Pool, path: str, body: dict[str, Any], *, stream: bool, prime, hops: int):
     """Try the row's servers in turn until one answers: ``prime(response)`` reads what
     must come before our first byte (the JSON body, or a stream's first event) and
     raises _Failed to move on. Returns (server, response, primed, started)."""
+    check_hops(pool.model_id, hops)
     pool.ensure_health_checks()
     content = upstream_body(pool, body, stream=stream)
-    headers = _request_headers(pool)
+    headers = _request_headers(pool, hops)
     deadline = time.monotonic() + pool.timeout
     tried: set[str] = set()
     last_error = ""
@@ -222,10 +247,10 @@ async def _read_json(response: httpx.Response) -> Any:
     return obj
 
 
-async def forward_json(entry, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+async def forward_json(entry, path: str, body: dict[str, Any], hops: int) -> tuple[int, dict[str, Any]]:
     """A non-streaming call: (status, body in our contract)."""
     pool = pool_for(entry)
-    server, response, obj, _ = await _with_failover(pool, path, body, stream=False, prime=_read_json)
+    server, response, obj, _ = await _with_failover(pool, path, body, stream=False, prime=_read_json, hops=hops)
     try:
         status = response.status_code
     finally:
@@ -245,10 +270,10 @@ def _usage_numbers(usage: Any) -> tuple[int, int] | None:
     return prompt, completion
 
 
-async def completion_json(entry, path: str, body: dict[str, Any]) -> HttpResponse:
+async def completion_json(entry, path: str, body: dict[str, Any], hops: int = 0) -> HttpResponse:
     """/v1/completions or /v1/chat/completions without a stream."""
     timer = metrics.GenerationTimer(entry.model_id, prompt_tokens=0)
-    status, answer = await forward_json(entry, path, body)
+    status, answer = await forward_json(entry, path, body, hops)
     if status < 300:
         counts = _usage_numbers(answer.get("usage"))
         if counts is not None:
@@ -258,8 +283,8 @@ async def completion_json(entry, path: str, body: dict[str, Any]) -> HttpRespons
     return _answer(status, answer)
 
 
-async def embeddings_json(entry, body: dict[str, Any]) -> HttpResponse:
-    status, answer = await forward_json(entry, "/embeddings", body)
+async def embeddings_json(entry, body: dict[str, Any], hops: int = 0) -> HttpResponse:
+    status, answer = await forward_json(entry, "/embeddings", body, hops)
     if status < 300:
         counts = _usage_numbers(answer.get("usage"))
         metrics.embeddings_done(entry.model_id, prompt_tokens=counts[0] if counts else 0)
@@ -315,12 +340,12 @@ async def _empty() -> AsyncIterator[str]:
     yield  # pragma: no cover - makes this an async generator
 
 
-async def completion_stream(entry, path: str, body: dict[str, Any]) -> HttpResponse:
+async def completion_stream(entry, path: str, body: dict[str, Any], hops: int = 0) -> HttpResponse:
     """A streaming completion: the upstream's events relayed one by one."""
     pool = pool_for(entry)
     options = body.get("stream_options") or {}
     wants_usage = bool(options.get("include_usage") or options.get("continuous_usage_stats"))
-    server, response, primed, _ = await _with_failover(pool, path, body, stream=True, prime=_prime_stream)
+    server, response, primed, _ = await _with_failover(pool, path, body, stream=True, prime=_prime_stream, hops=hops)
     if primed.first is None:  # a 4xx answer: an HTTP error, no stream
         await response.aclose()
         pool.end(server)

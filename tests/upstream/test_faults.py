@@ -56,10 +56,12 @@ def gateway(faults, tmp_path_factory):
     ]
     workdir = tmp_path_factory.mktemp("gateway-faults")
     registry = workdir / "registry.json"
-    registry.write_text(json.dumps({"models": rows}))
     server = LiveServer(workdir, MODEL_REGISTRY_PATH=str(registry), GW_TEST_UPSTREAM_KEY=KEY, LOG_LEVEL="info",
                         UPSTREAM_HEALTH_INTERVAL="1", UPSTREAM_HEALTH_TIMEOUT="1", UPSTREAM_CONNECT_TIMEOUT="2",
-                        DATABASE_URL=f"sqlite:///{workdir / 'own.sqlite3'}").start()
+                        DATABASE_URL=f"sqlite:///{workdir / 'own.sqlite3'}")
+    rows.append(row("loop", [f"{server.base_url}/v1"], upstream_model="loop"))  # a row forwarding to itself
+    registry.write_text(json.dumps({"models": rows}))
+    server.start()
     yield server
     server.stop()
 
@@ -231,3 +233,12 @@ def test_the_upstream_key_reaches_the_upstream_and_nothing_else(gateway, faults)
     with sqlite3.connect(gateway.workdir / "own.sqlite3") as db:
         stored = db.execute("select upstream_api_key from models_api_modelentry where model_id='keyed'").fetchone()[0]
     assert stored and KEY not in stored and not re.search(r"7f3a9c1e5b", stored)
+
+
+def test_a_row_that_forwards_to_itself_is_a_508_not_an_endless_loop(gateway):
+    started = time.monotonic()
+    answer = chat(gateway, "loop")
+    assert answer.status_code == 508, answer.text
+    error = answer.json()["error"]
+    assert error["code"] == "upstream_loop" and "forwards in a loop" in error["message"]
+    assert time.monotonic() - started < 10
