@@ -21,7 +21,7 @@ from .embeddings import Embedder, EmbeddingResult
 from .errors import ModelUnavailable
 from .generator import TextGenerator
 from .loading import choose_device, choose_dtype, is_offline, load_causal_lm, resolve_model_folder, weight_scheme
-from .memory import budget_bytes
+from .memory import budget_bytes, give_back_freed_memory
 from .scheduler import SchedulerLimits
 from .types import ModelSpec
 
@@ -167,6 +167,7 @@ class Engine:
         model = load_causal_lm(
             folder, spec, device, cache_dir=Path(self.config.cache_dir), cpu_auto=self.config.cpu_auto_dtype
         )
+        give_back_freed_memory()  # loading's temporaries (a quantized entry's bytes, int4 repacking)
         return TextGenerator(
             spec, model, tokenizer, device,
             default_context_tokens=self.config.default_context_tokens,
@@ -188,6 +189,7 @@ class Engine:
             close()
         del obj
         gc.collect()
+        give_back_freed_memory()
         return True
 
     def _evict(self, keep: str) -> None:

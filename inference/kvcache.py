@@ -48,8 +48,14 @@ def pool_shape_of(config, dtype: torch.dtype) -> PoolShape:
 
 
 class KVPool:
-    """The preallocated key/value storage (zero-filled once, so its memory is resident
-    from the start and the process size does not drift with load)."""
+    """The preallocated key/value storage.
+
+    Allocated once with ``torch.empty``: on CPU the operating system commits a page on
+    its first write, so resident memory grows with the blocks actually used (up to the
+    pool's size, which admission never exceeds) instead of the whole budget at load.
+    Nothing reads a slot before it is written: attention gathers exactly the slots a
+    row holds. The budget itself is checked against the memory available at load
+    (:func:`inference.memory.budget_bytes`)."""
 
     def __init__(self, shape: PoolShape, *, num_blocks: int, block_size: int, device: torch.device) -> None:
         self.shape = shape
@@ -57,8 +63,8 @@ class KVPool:
         self.block_size = block_size
         slots = num_blocks * block_size
         dims = (shape.layers, shape.kv_heads, slots, shape.head_dim)
-        self.keys = torch.zeros(dims, dtype=shape.dtype, device=device)
-        self.values = torch.zeros(dims, dtype=shape.dtype, device=device)
+        self.keys = torch.empty(dims, dtype=shape.dtype, device=device)
+        self.values = torch.empty(dims, dtype=shape.dtype, device=device)
 
     @property
     def capacity_tokens(self) -> int:

@@ -5,7 +5,10 @@ Torch-free, so the settings module can validate ``KV_CACHE_MEMORY`` at start-up.
 
 from __future__ import annotations
 
+import logging
 import re
+
+log = logging.getLogger(__name__)
 
 _UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3, "gb": 1000**3,
           "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30}
@@ -45,4 +48,28 @@ def available_bytes(device_type: str) -> int:
 
 
 def budget_bytes(setting: int | float, device_type: str) -> int:
-    return int(setting * available_bytes(device_type)) if isinstance(setting, float) else int(setting)
+    """The pool's bytes: a fraction of what is available now, or the bytes asked for but
+    never more than is available now (the pool is committed as it is written, so a
+    budget the machine cannot hold would fail later, under load, instead of at load)."""
+    available = available_bytes(device_type)
+    if isinstance(setting, float):
+        return int(setting * available)
+    if setting > available:
+        log.warning("KV_CACHE_MEMORY asks for %d bytes but only %d are available: the pool gets %d",
+                    setting, available, available)
+        return available
+    return int(setting)
+
+
+def give_back_freed_memory() -> None:
+    """Ask glibc to return freed heap memory to the system (``malloc_trim``), so the
+    temporaries of a model load or unload do not stay in the resident size. A no-op
+    where the C library has no such call."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
