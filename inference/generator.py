@@ -15,6 +15,7 @@ from .detokenize import IncrementalDetokenizer, TokenTable
 from .errors import InvalidInput
 from .kvcache import KVPool, pool_shape_of
 from .loading import weight_format
+from .quant import activation_dtype
 from .paged_attention import check_supported, register
 from .scheduler import Scheduler, SchedulerLimits
 from .threads import run_in_fresh_thread
@@ -89,9 +90,9 @@ class TextGenerator:
         (more could never be used). If the budget holds less than one window, the
         context length served shrinks to what the pool holds, so an admitted request
         always fits."""
-        # Keys and values come out of the layers in the activation dtype (the embedding's,
-        # also when the linears are int8/int4).
-        shape = pool_shape_of(config, self.model.get_input_embeddings().weight.dtype)
+        # Keys and values come out of the layers in the activation dtype (float32 also
+        # when the linears are int8/int4 and the token table float16).
+        shape = pool_shape_of(config, activation_dtype(self.model))
         tokens = min(max(budget_bytes, 0) // shape.bytes_per_token, rows * self.context_length)
         num_blocks = max(tokens // block_size, 2)
         if num_blocks * block_size < self.context_length:

@@ -74,9 +74,11 @@ def test_tiny_model_quantized_once_into_the_cache(tiny_llama_dir, tmp_path, monk
     entry = quant.cached_quantization(tiny_llama_dir, scheme, tmp_path)
     assert entry is not None and entry.parent == tmp_path and entry.name.endswith(f".{scheme}")
     assert quant.weight_format(model) == scheme
-    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
-    assert linears == [model.get_output_embeddings()]  # only the head stays float32...
-    assert model.get_output_embeddings().weight is model.get_input_embeddings().weight  # ...tied, one table
+    assert not [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    head, embed = model.get_output_embeddings(), model.get_input_embeddings()
+    assert isinstance(head, quant.Float16Head) and isinstance(embed, quant.Float16Embedding)
+    assert head.weight is embed.weight and head.weight.dtype == torch.float16  # tied: one float16 table
+    assert quant.activation_dtype(model) == torch.float32  # the residual stream stays float32
     x = torch.tensor([[1, 20, 300, 4000, 50]])
     with torch.no_grad():
         want, got = ref(x).logits, model(x).logits
