@@ -45,6 +45,7 @@ from .detokenize import IncrementalDetokenizer, StopMatcher, TokenTable
 from .errors import EngineOverloaded, InvalidInput, ModelUnavailable
 from .kvcache import BlockManager, KVPool, blocks_for
 from .paged_attention import build_plan
+from .runner import runner_for, step_logits
 from .sampling import RowState, sample_step, sequence_generator
 from .types import GenerationRequest, SequenceDelta, TokenLogprob, TopLogprob
 
@@ -131,6 +132,7 @@ class Scheduler:
         name: str,
     ) -> None:
         self.model = model
+        self.runner = runner_for(model)  # None: transformers' forward serves the steps
         self.table = table
         self.pool = pool
         self.vocab_size = vocab_size
@@ -507,19 +509,12 @@ class Scheduler:
                 ready.append(row)
                 keep.append(len(ids) - 1)
         kv_plan = build_plan(self.pool.keys, self.pool.values, self.pool.block_size, spans)
-        out = self.model(
-            input_ids=torch.tensor([ids], dtype=torch.long, device=self.device),
-            position_ids=torch.tensor([pos], dtype=torch.long, device=self.device),
-            kv_plan=kv_plan,
-            use_cache=False,
-            logits_to_keep=torch.tensor(keep, dtype=torch.long, device=self.device) if keep else 1,
-        )
+        logits = step_logits(self.model, self.runner, ids, pos, kv_plan, keep, self.device)
         for row, take in plan:
             row.computed += take
             self._register_full_blocks(row)
-        if not ready:
+        if logits is None:
             return
-        logits = out.logits[0]
         rows: list[_Row] = []
         which: list[int] = []
         for j, row in enumerate(ready):

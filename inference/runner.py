@@ -1,0 +1,203 @@
+"""The engine's own forward for Llama-shaped decoders: the same math, less Python.
+
+The scheduler's step used to go through transformers' ``model(...)``: per layer, three
+decorated module calls, seven projections each casting their input, a rotary embedding
+applied to queries and keys separately, and the attention interface's dispatch. At
+batch 1 that Python and those small ops cost about as much as the matrix products of
+SmolLM2 in int4. :class:`DecoderRunner` runs the same layers of the same loaded model
+directly:
+
+* queries, keys and values come out of one projection, and gate and up out of one
+  (the weights are concatenated once at load and the original modules keep views of
+  them, so no weight is held twice and transformers' own forward still works);
+* the rotary embedding turns queries and keys in one go (elementwise, so the numbers
+  are those of transformers' ``apply_rotary_pos_emb``);
+* attention goes straight to :func:`inference.paged_attention.paged_attention`;
+* the LM head runs only over the positions whose logits are used, and not at all in a
+  step where every row is still reading its prompt.
+
+float32 logits are bit-identical to transformers' forward over the engine's pool
+(tested on the bundled SmolLM2, alone and batched). Models of another shape
+(``q_norm``/``k_norm``, other activations, scaled embeddings) keep transformers' forward.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .paged_attention import StepPlan, paged_attention
+from .quant import Int4Linear, Int8Linear
+
+# Causal LMs whose decoder layers are Llama's: pre-norm, q/k/v/o projections (Qwen2's
+# with a bias), rotary embeddings from the model's ``rotary_emb``, a SiLU-gated MLP.
+SUPPORTED = frozenset({"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM"})
+
+
+# torch's CPU int4 packing interleaves output rows in blocks of 64: only whole blocks can
+# be concatenated (and sliced back) row-wise.
+INT4_ROW_BLOCK = 64
+
+
+def can_concat(modules: list[nn.Module]) -> bool:
+    """Whether :func:`concat_linears` can join ``modules``: one kind, all with a bias or
+    none, and whole int4 row blocks."""
+    kinds = {type(m) for m in modules}
+    if len(kinds) != 1 or not kinds <= {nn.Linear, Int8Linear, Int4Linear}:
+        return False
+    if len({m.bias is None for m in modules}) != 1:
+        return False
+    return Int4Linear not in kinds or all(m.out_features % INT4_ROW_BLOCK == 0 for m in modules)
+
+
+def concat_linears(modules: list[nn.Module]) -> nn.Module | None:
+    """One linear computing ``modules`` side by side (outputs concatenated), or None when
+    :func:`can_concat` says no. The modules are re-pointed at views of the new weights,
+    so memory is not doubled."""
+    if not can_concat(modules):
+        return None
+    kind = type(modules[0])
+    biases = [m.bias for m in modules]
+    sizes = [int(m.out_features) for m in modules]
+    bias = None if biases[0] is None else torch.cat([b.detach() for b in biases])
+    if kind is nn.Linear:
+        weight = torch.cat([m.weight.detach() for m in modules])
+        fused: nn.Module = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None, device="meta")
+        fused.weight = nn.Parameter(weight, requires_grad=False)
+        if bias is not None:
+            fused.bias = nn.Parameter(bias, requires_grad=False)
+        for m, w, b in zip(modules, weight.split(sizes), _split(bias, sizes)):
+            m.weight = nn.Parameter(w, requires_grad=False)
+            if b is not None:
+                m.bias = nn.Parameter(b, requires_grad=False)
+        return fused
+    if kind is Int8Linear:
+        fused = Int8Linear.__new__(Int8Linear)
+        nn.Module.__init__(fused)
+        fused.out_features, fused.in_features = sum(sizes), modules[0].in_features
+        fused.register_buffer("weight", torch.cat([m.weight for m in modules]))
+        fused.register_buffer("scales", torch.cat([m.scales for m in modules]))
+        fused.register_buffer("bias", bias)
+        for m, w, s, b in zip(modules, fused.weight.split(sizes), fused.scales.split(sizes), _split(bias, sizes)):
+            m.weight, m.scales, m.bias = w, s, b
+        return fused
+    if kind is Int4Linear:
+        # In whole row blocks, packing a concatenation gives the concatenation of the
+        # packings, so rows of the fused weight serve each module.
+        fused = Int4Linear.__new__(Int4Linear)
+        nn.Module.__init__(fused)
+        fused.out_features, fused.in_features, fused.group = sum(sizes), modules[0].in_features, modules[0].group
+        fused.register_buffer("weight", torch.cat([m.weight for m in modules]))
+        fused.register_buffer("scales_and_zeros", torch.cat([m.scales_and_zeros for m in modules], dim=1))
+        fused.register_buffer("bias", bias)
+        for m, w, b in zip(modules, fused.weight.split(sizes), _split(bias, sizes)):
+            m.weight, m.bias = w, b  # scales_and_zeros stay the module's own (a few KB)
+        return fused
+    raise AssertionError(kind)  # can_concat admits no other kind
+
+
+def _split(t: torch.Tensor | None, sizes: list[int]) -> list[torch.Tensor | None]:
+    return list(t.split(sizes)) if t is not None else [None] * len(sizes)
+
+
+class _Layer:
+    __slots__ = ("norm1", "qkv", "o", "norm2", "gate_up", "down", "attn", "inter")
+
+    def __init__(self, layer: nn.Module) -> None:
+        attn, mlp = layer.self_attn, layer.mlp
+        self.norm1, self.norm2 = layer.input_layernorm, layer.post_attention_layernorm
+        self.attn = attn  # paged_attention reads its layer_idx
+        qkv = concat_linears([attn.q_proj, attn.k_proj, attn.v_proj])
+        gate_up = concat_linears([mlp.gate_proj, mlp.up_proj])
+        assert qkv is not None and gate_up is not None  # DecoderRunner.supports checked the kinds
+        self.qkv, self.gate_up = qkv, gate_up
+        self.o = attn.o_proj
+        self.inter = mlp.gate_proj.out_features
+        self.down = mlp.down_proj
+
+
+class DecoderRunner:
+    """Logits of a flattened step (see :mod:`inference.paged_attention`) for one model."""
+
+    def __init__(self, model: nn.Module) -> None:
+        base = model.model
+        config = model.config
+        self.embed = base.embed_tokens
+        self.rotary = base.rotary_emb
+        self.final_norm = base.norm
+        self.head = model.lm_head
+        self.heads = int(config.num_attention_heads)
+        self.kv_heads = int(getattr(config, "num_key_value_heads", None) or self.heads)
+        self.head_dim = int(getattr(config, "head_dim", None) or config.hidden_size // self.heads)
+        self.scaling = float(base.layers[0].self_attn.scaling)
+        self.layers = [_Layer(layer) for layer in base.layers]
+
+    @staticmethod
+    def supports(model: nn.Module) -> bool:
+        if type(model).__name__ not in SUPPORTED:
+            return False
+        config = model.config
+        if getattr(config, "hidden_act", None) != "silu" or type(model.model.embed_tokens).__name__ not in {
+            "Embedding", "Float16Embedding"
+        }:
+            return False
+        for layer in model.model.layers:
+            attn, mlp = layer.self_attn, layer.mlp
+            if hasattr(attn, "q_norm") or not all(hasattr(mlp, n) for n in ("gate_proj", "up_proj", "down_proj")):
+                return False
+            if not (can_concat([attn.q_proj, attn.k_proj, attn.v_proj]) and can_concat([mlp.gate_proj, mlp.up_proj])):
+                return False
+        return True
+
+    def __call__(self, ids: torch.Tensor, positions: torch.Tensor, plan: StepPlan | None,
+                 keep: torch.Tensor | None) -> torch.Tensor | None:
+        """``ids``/``positions``: ``[T]``; the logits ``[len(keep), vocab]`` of the
+        positions in ``keep``, or None when ``keep`` is None (no row needs a token)."""
+        h = self.embed(ids[None])  # [1, T, hidden], as transformers computes it
+        cos, sin = self.rotary(h, positions[None])
+        cos, sin = cos[0, :, None, :], sin[0, :, None, :]  # [T, 1, D]
+        h = h[0]
+        tokens = h.shape[0]
+        nq, nkv, dim = self.heads, self.kv_heads, self.head_dim
+        half = dim // 2
+        for layer in self.layers:
+            x = layer.norm1(h)
+            qkv = layer.qkv(x).view(tokens, nq + 2 * nkv, dim)
+            qk, v = qkv[:, : nq + nkv], qkv[:, nq + nkv :]
+            # Llama's rotate_half: (x1, x2) -> (-x2, x1), then q*cos + rotate_half(q)*sin.
+            turned = torch.cat((-qk[..., half:], qk[..., :half]), dim=-1)
+            qk = (qk * cos) + (turned * sin)
+            # [1, heads, T, D] views, the layout transformers hands the attention function.
+            query = qk[:, :nq].transpose(0, 1)[None]
+            key = qk[:, nq:].transpose(0, 1)[None]
+            value = v.transpose(0, 1)[None]
+            out, _ = paged_attention(layer.attn, query, key, value, None, self.scaling, kv_plan=plan)
+            h = h + layer.o(out.reshape(tokens, nq * dim).contiguous())
+            x = layer.norm2(h)
+            gate, up = layer.gate_up(x).split(layer.inter, dim=-1)
+            h = h + layer.down(F.silu(gate) * up)
+        if keep is None:
+            return None
+        h = self.final_norm(h.index_select(0, keep))
+        return self.head(h)
+
+
+def runner_for(model: nn.Module) -> DecoderRunner | None:
+    """The engine's forward for ``model``, or None where transformers' own must serve."""
+    return DecoderRunner(model) if DecoderRunner.supports(model) else None
+
+
+def step_logits(model: Any, runner: DecoderRunner | None, ids: list[int], positions: list[int],
+                plan: StepPlan, keep: list[int], device: torch.device) -> torch.Tensor | None:
+    """Logits ``[len(keep), vocab]`` of one scheduler step, or None if ``keep`` is empty."""
+    ids_t = torch.tensor(ids, dtype=torch.long, device=device)
+    pos_t = torch.tensor(positions, dtype=torch.long, device=device)
+    keep_t = torch.tensor(keep, dtype=torch.long, device=device) if keep else None
+    if runner is not None:
+        return runner(ids_t, pos_t, plan, keep_t)
+    out = model(input_ids=ids_t[None], position_ids=pos_t[None], kv_plan=plan, use_cache=False,
+                logits_to_keep=keep_t if keep_t is not None else 1)
+    return out.logits[0] if keep_t is not None else None

@@ -1,0 +1,111 @@
+"""The engine's own decoder forward (inference.runner) against transformers' forward over
+the same KV pool: the same numbers, and transformers' forward where the shape differs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from inference import quant
+from inference.engine import Engine, EngineConfig
+from inference.kvcache import KVPool, pool_shape_of
+from inference.loading import load_causal_lm
+from inference.paged_attention import build_plan, register
+from inference.runner import DecoderRunner, can_concat, concat_linears, runner_for, step_logits
+from inference.types import GenerationRequest, SamplingParams
+
+from .helpers import collect, ids_of, run, smol_spec, tiny_spec
+
+CPU = torch.device("cpu")
+BLOCK = 16
+# (held, new) per step, for two rows in separate blocks: a prompt read whole, a chunk
+# after cached tokens, then decode steps.
+STEPS = [(0, 40), (40, 24), (64, 1), (65, 1)]
+
+
+def _pool(model) -> KVPool:
+    pool = KVPool(pool_shape_of(model.config, quant.activation_dtype(model)), num_blocks=32, block_size=BLOCK,
+                  device=CPU)
+    pool.keys.zero_(), pool.values.zero_()  # unwritten slots hold garbage; compare the pools whole
+    return pool
+
+
+def _both_ways(model) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Each step's logits from transformers' forward and from the runner, on two pools."""
+    model.set_attn_implementation(register())
+    runner = runner_for(model)
+    assert runner is not None
+    pools = _pool(model), _pool(model)
+    out = []
+    with torch.inference_mode():
+        for held, new in STEPS:
+            spans = [(list(range(0, 8)), held, new), (list(range(16, 24)), held, new)]
+            ids = [500 + i for i in range(new)] + [900 + i for i in range(new)]
+            pos = list(range(held, held + new)) * 2
+            keep = [new - 1, 2 * new - 1]
+            got = [
+                step_logits(model, r, ids, pos, build_plan(p.keys, p.values, BLOCK, spans), keep, CPU)
+                for r, p in ((None, pools[0]), (runner, pools[1]))
+            ]
+            out.append((got[0], got[1]))
+    assert torch.equal(pools[0].keys, pools[1].keys) and torch.equal(pools[0].values, pools[1].values)
+    return out
+
+
+@pytest.mark.model
+def test_float32_runner_gives_transformers_logits_bit_for_bit(smol_folder, cache_dir):
+    model = load_causal_lm(smol_folder, smol_spec(), CPU, cache_dir=cache_dir)
+    for want, got in _both_ways(model):
+        assert want.shape == got.shape == (2, model.config.vocab_size)
+        assert torch.equal(want, got)
+
+
+@pytest.mark.model
+@pytest.mark.parametrize("scheme", ["int8", "int4"])
+def test_quantized_projections_fuse_without_changing_a_number(smol_folder, cache_dir, scheme):
+    model = load_causal_lm(smol_folder, smol_spec(dtype=scheme), CPU, cache_dir=cache_dir)
+    attn = model.model.layers[0].self_attn
+    x = torch.randn(5, model.config.hidden_size)
+    with torch.inference_mode():
+        before = torch.cat([attn.q_proj(x), attn.k_proj(x), attn.v_proj(x)], dim=1)
+        fused = concat_linears([attn.q_proj, attn.k_proj, attn.v_proj])
+        assert type(fused) is type(attn.q_proj) and fused.out_features == before.shape[1]
+        assert torch.equal(fused(x), before)
+        # The original modules now read views of the fused weights: nothing held twice.
+        assert attn.q_proj.weight.untyped_storage().data_ptr() == fused.weight.untyped_storage().data_ptr()
+        assert torch.equal(torch.cat([attn.q_proj(x), attn.k_proj(x), attn.v_proj(x)], dim=1), before)
+    for want, got in _both_ways(load_causal_lm(smol_folder, smol_spec(dtype=scheme), CPU, cache_dir=cache_dir)):
+        assert torch.equal(want, got)
+
+
+def test_int4_rows_fuse_in_whole_blocks_only(tiny_llama_dir, tmp_path):
+    """The tiny model's keys and values have 32 output rows, half of an int4 row block:
+    its projections stay apart and transformers' forward serves it."""
+    model = quant.load_quantized_model(tiny_llama_dir, "int4", tmp_path, dtype=torch.float32)
+    attn = model.model.layers[0].self_attn
+    assert not can_concat([attn.q_proj, attn.k_proj, attn.v_proj]) and runner_for(model) is None
+
+
+def test_other_shapes_keep_transformers_forward(tmp_path_factory, smol_folder):
+    """A GELU-gated Llama is not the runner's shape: the scheduler runs it through
+    transformers' own forward, and it still generates."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    tok = AutoTokenizer.from_pretrained(str(smol_folder))
+    config = LlamaConfig(
+        vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=256, hidden_act="gelu", bos_token_id=1, eos_token_id=2,
+    )
+    folder = tmp_path_factory.mktemp("gelu-llama")
+    LlamaForCausalLM(config).save_pretrained(str(folder))
+    tok.save_pretrained(str(folder))
+    eng = Engine(EngineConfig(cache_dir=tmp_path_factory.mktemp("cache")))
+    try:
+        gen = eng.generator(tiny_spec(folder, id="gelu"))
+        assert not DecoderRunner.supports(gen.model) and gen._scheduler.runner is None
+        request = GenerationRequest(request_id="g", prompt_token_ids=(1, 20, 300),
+                                    sampling=SamplingParams(max_tokens=5, temperature=0, ignore_eos=True))
+        assert len(ids_of(run(collect(gen, request))[0])) == 5
+    finally:
+        eng.shutdown()
