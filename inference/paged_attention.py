@@ -8,11 +8,13 @@ row and where their keys and values go in the pool. The attention function, call
 by each layer with the layer's freshly projected (and rotated) keys and values:
 
 1. writes them into the pool slots of their rows (``index_copy_``, in place);
-2. gathers each row's keys and values once per layer with one ``index_select`` over
-   all rows (cost: the tokens held, not batch x longest row);
-3. runs ``scaled_dot_product_attention`` per row on views of that gather (as 4-D
-   tensors, so torch takes its fused CPU kernel), the query heads of a KV group folded
-   into the query length so grouped-query models need no repeated keys.
+2. reads each row's keys and values where they are: a row whose blocks are consecutive
+   (the usual case: a prompt's blocks are handed out together, in order) is a plain
+   view of the pool, with no copy at all, however long; the blocks of the other rows
+   are gathered block by block with one ``index_select`` per layer over all of them;
+3. runs ``scaled_dot_product_attention`` per row on those views (as 4-D tensors, so
+   torch takes its fused CPU kernel), the query heads of a KV group folded into the
+   query length so grouped-query models need no repeated keys.
 
 Each row's attention is computed alone, so its numbers do not depend on which other
 rows share the step. Without a plan (e.g. prompt scoring) it is plain causal SDPA.
@@ -33,7 +35,8 @@ ATTENTION_NAME = "gpt3dev_paged"
 class RowSpan:
     q_start: int  # first of this row's tokens in the flattened step
     q_len: int  # tokens of this row in this step
-    kv_start: int  # offset of this row's keys in the per-layer gather
+    in_pool: bool  # its keys are a view of the pool (consecutive blocks), else of the gather
+    kv_start: int  # offset of this row's first key in the pool, or in the per-layer gather
     kv_len: int  # tokens held by this row after this step's writes
     mask: torch.Tensor | None  # [q_len, kv_len] bool when the chunk sits after cached tokens
 
@@ -42,8 +45,9 @@ class RowSpan:
 class StepPlan:
     keys: torch.Tensor  # the pool, [layers, kv_heads, slots, head_dim]
     values: torch.Tensor
+    block_size: int
     write_slots: torch.Tensor  # [tokens]: the slot of each new token
-    gather_slots: torch.Tensor  # every row's slots, rows end to end
+    gather_blocks: torch.Tensor | None  # the blocks of the rows not held in consecutive blocks
     rows: list[RowSpan]
 
 
@@ -53,22 +57,30 @@ def build_plan(keys: torch.Tensor, values: torch.Tensor, block_size: int,
     device = keys.device
     spans: list[RowSpan] = []
     write: list[torch.Tensor] = []
-    gather: list[torch.Tensor] = []
+    gather: list[int] = []
     offsets = torch.arange(block_size, device=device)
-    q_start = kv_start = 0
+    q_start = 0
     for blocks, held, new in rows:
         total = held + new
-        slots = (torch.tensor(blocks, dtype=torch.long, device=device)[:, None] * block_size + offsets).flatten()[:total]
-        gather.append(slots)
-        write.append(slots[held:])
+        used = blocks[: -(-total // block_size)]
+        first = used[0]
+        in_pool = used[-1] - first == len(used) - 1 and used == list(range(first, first + len(used)))
+        if in_pool:
+            write.append(torch.arange(first * block_size + held, first * block_size + total, device=device))
+            kv_start = first * block_size
+        else:
+            slots = (torch.tensor(used, dtype=torch.long, device=device)[:, None] * block_size + offsets).flatten()
+            write.append(slots[held:total])
+            kv_start = len(gather) * block_size
+            gather.extend(used)
         mask = None
         if new > 1 and held > 0:
             q_pos = torch.arange(held, total, device=device)[:, None]
             mask = torch.arange(total, device=device)[None, :] <= q_pos
-        spans.append(RowSpan(q_start, new, kv_start, total, mask))
+        spans.append(RowSpan(q_start, new, in_pool, kv_start, total, mask))
         q_start += new
-        kv_start += total
-    return StepPlan(keys, values, torch.cat(write), torch.cat(gather), spans)
+    gather_blocks = torch.tensor(gather, dtype=torch.long, device=device) if gather else None
+    return StepPlan(keys, values, block_size, torch.cat(write), gather_blocks, spans)
 
 
 def paged_attention(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
@@ -83,18 +95,22 @@ def paged_attention(module: Any, query: torch.Tensor, key: torch.Tensor, value: 
     pool_k, pool_v = kv_plan.keys[layer], kv_plan.values[layer]
     pool_k.index_copy_(1, kv_plan.write_slots, key[0].to(pool_k.dtype))
     pool_v.index_copy_(1, kv_plan.write_slots, value[0].to(pool_v.dtype))
-    k_all = pool_k.index_select(1, kv_plan.gather_slots)
-    v_all = pool_v.index_select(1, kv_plan.gather_slots)
     heads, dim = query.shape[1], query.shape[3]
-    kv_heads = k_all.shape[0]
+    kv_heads = pool_k.shape[0]
     group = heads // kv_heads
+    k_gathered = v_gathered = None
+    if kv_plan.gather_blocks is not None:
+        by_block = (kv_heads, -1, kv_plan.block_size, dim)
+        k_gathered = pool_k.view(by_block).index_select(1, kv_plan.gather_blocks).view(kv_heads, -1, dim)
+        v_gathered = pool_v.view(by_block).index_select(1, kv_plan.gather_blocks).view(kv_heads, -1, dim)
     outs = []
     for span in kv_plan.rows:
         q = query[0, :, span.q_start : span.q_start + span.q_len]  # [heads, q, D]
         # Fold the group's query heads into the query length: [kv_heads, group*q, D].
         q = q.reshape(kv_heads, group * span.q_len, dim)
-        k = k_all[:, span.kv_start : span.kv_start + span.kv_len]
-        v = v_all[:, span.kv_start : span.kv_start + span.kv_len]
+        k_src, v_src = (pool_k, pool_v) if span.in_pool else (k_gathered, v_gathered)
+        k = k_src[:, span.kv_start : span.kv_start + span.kv_len]
+        v = v_src[:, span.kv_start : span.kv_start + span.kv_len]
         # 4-D inputs ([1, heads, L, D]) let SDPA take its fused CPU kernel; 3-D ones fall
         # back to the unfused path (twice the time for a masked chunk over a long context).
         if span.q_len == 1:

@@ -9,7 +9,8 @@ read in big, faster steps):
 
 1. running rows first, oldest first: a decoding row takes 1 token, a row still
    prefilling takes the next chunk of its prompt (chunked prefill is not a special
-   case). A row that needs a block when none is free preempts the newest running row,
+   case; while streams decode, chunks shrink as the context they attend to grows, so
+   steps keep about the same cost). A row that needs a block when none is free preempts the newest running row,
    whose blocks are released and which later resumes by recomputation (helped by the
    prefix cache, which keeps its full blocks until they are evicted);
 2. then, if nothing was preempted, waiting requests are admitted while rows, tokens of
@@ -114,6 +115,20 @@ class _Row:
         return 1 + len(self.siblings)
 
 
+def attention_span(config: Any) -> int:
+    """The context length at which a token's attention costs as much as its projections
+    (multiply-adds per token: the decoder linears' weights, against 2 x heads x head_dim
+    per context token); 0 where the config does not say (chunks are then not shrunk)."""
+    try:
+        hidden, heads = int(config.hidden_size), int(config.num_attention_heads)
+        kv_heads = int(getattr(config, "num_key_value_heads", None) or heads)
+        dim = int(getattr(config, "head_dim", None) or hidden // heads)
+        per_layer = hidden * dim * (2 * heads + 2 * kv_heads) + 3 * hidden * int(config.intermediate_size)
+    except (AttributeError, TypeError, ValueError):
+        return 0
+    return max(1, per_layer // (2 * heads * dim))
+
+
 class Scheduler:
     """Owns one model and its KV pool; see the module docstring."""
 
@@ -144,6 +159,8 @@ class Scheduler:
         self.max_step_tokens = max(limits.max_step_tokens, self.max_batch_size)
         self.max_prefill_tokens = max(limits.max_prefill_tokens, self.max_step_tokens)
         self.max_skip_s = limits.max_skip_s
+        self.attention_span = attention_span(getattr(model, "config", None))
+        self._decoding = False  # this step's regime (set by _schedule)
         self.bos_id = bos_id
         self.blocks = BlockManager(pool.num_blocks, pool.block_size)
         self._watermark = max(1, pool.num_blocks // 100)
@@ -356,13 +373,14 @@ class Scheduler:
         # Small steps while streams are decoding (a long prompt's chunks must not stall
         # them); big ones while nobody waits for a token (prefill runs at full speed).
         decoding = any(len(row.tokens) - row.computed <= 1 for row in self._running)
+        self._decoding = decoding
         budget = self.max_step_tokens if decoding else self.max_prefill_tokens
         plan: list[tuple[_Row, int]] = []
         preempted = False
         i = 0
         while i < len(self._running) and budget > 0:
             row = self._running[i]
-            take = min(len(row.tokens) - row.computed, budget)
+            take = self._chunk(row, budget)
             if self._grow(row, row.computed + take):
                 plan.append((row, take))
                 budget -= take
@@ -376,6 +394,17 @@ class Scheduler:
         if not preempted:
             budget = self._admit(budget, plan)
         return plan
+
+    def _chunk(self, row: _Row, budget: int) -> int:
+        """Tokens ``row`` feeds this step: the rest of its prompt within ``budget``. While
+        streams decode, a chunk deep into a long prompt is made smaller, so that every
+        step costs about what a full chunk costs at the start: each chunk token attends
+        to all the tokens before it, which at ``attention_span`` tokens of context costs
+        as much again as its projections."""
+        take = min(len(row.tokens) - row.computed, budget)
+        if take > 1 and self._decoding and self.attention_span:
+            take = min(take, max(1, int(self.max_step_tokens / (1 + row.computed / self.attention_span))))
+        return take
 
     def _grow(self, row: _Row, tokens: int) -> bool:
         """Give ``row`` blocks for ``tokens`` tokens; False if the pool is short."""
@@ -464,8 +493,11 @@ class Scheduler:
 
     def _plan_new(self, row: _Row, budget: int, plan: list[tuple[_Row, int]]) -> int:
         self._running.append(row)
-        take = min(len(row.tokens) - row.computed, budget)
-        if not self._grow(row, row.computed + take):  # cannot happen after _start's check
+        take = self._chunk(row, budget)
+        # The whole prompt's blocks at once (``_start`` checked they are free): handed out
+        # together they are usually consecutive, and attention then reads the row's keys
+        # in place instead of gathering them at every chunk.
+        if not self._grow(row, len(row.tokens)):  # cannot happen after _start's check
             raise RuntimeError("KV pool accounting error")
         plan.append((row, take))
         return budget - take

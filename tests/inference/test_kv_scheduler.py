@@ -215,5 +215,11 @@ def test_prompts_alone_are_read_in_big_steps_and_small_ones_while_a_stream_decod
         prefill_steps = [step for step in beside if len(step) == 2]  # the stream's token and a chunk
         assert prefill_steps and all(sum(step) <= 16 for step in prefill_steps)
         assert sum(step[1] for step in prefill_steps) >= 199
+        # Deeper into the prompt each chunk token attends to more context (the tiny
+        # model's projections cost as much as attention over 288 tokens): chunks shrink,
+        # so the stream's steps do not grow slower as the prompt is read.
+        chunks = [step[1] for step in prefill_steps]
+        assert chunks[0] == 15 and max(chunks[len(chunks) // 2 :]) < chunks[0]
+        assert gen._scheduler.attention_span == 288
     finally:
         eng.shutdown()

@@ -109,3 +109,24 @@ def test_other_shapes_keep_transformers_forward(tmp_path_factory, smol_folder):
         assert len(ids_of(run(collect(gen, request))[0])) == 5
     finally:
         eng.shutdown()
+
+
+def test_rows_in_consecutive_blocks_read_in_place_give_the_gathered_numbers(tiny_llama_dir, tmp_path):
+    """A row whose blocks are consecutive is attended as a view of the pool; scattered
+    blocks are gathered. Both give the same logits, bit for bit."""
+    model = load_causal_lm(tiny_llama_dir, tiny_spec(tiny_llama_dir), CPU, cache_dir=tmp_path)
+    model.set_attn_implementation(register())
+    runner = runner_for(model)
+    results = []
+    for blocks in ([4, 5, 6, 7], [9, 2, 30, 11]):
+        pool = _pool(model)
+        plan_rows = []
+        with torch.inference_mode():
+            for held, new in [(0, 40), (40, 9), (49, 1)]:
+                plan = build_plan(pool.keys, pool.values, BLOCK, [(blocks, held, new)])
+                assert plan.rows[0].in_pool == (blocks == [4, 5, 6, 7])
+                plan_rows.append(step_logits(model, runner, list(range(300, 300 + new)), list(range(held, held + new)),
+                                             plan, [new - 1], CPU))
+        results.append(plan_rows)
+    for a, b in zip(*results):
+        assert torch.equal(a, b)
