@@ -84,7 +84,8 @@ def load_raw_model(
     folder = resolve_model_folder(spec, cache, is_offline(False))
     device = choose_device(spec.device, os.environ.get("DEFAULT_DEVICE", "auto"))
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
-    model = load_causal_lm(folder, spec, device, cache_dir=cache)
+    # 'auto' follows CPU_DTYPE as the server started by the benchmark does.
+    model = load_causal_lm(folder, spec, device, cache_dir=cache, cpu_auto=os.environ.get("CPU_DTYPE", "float32"))
     return RawModel(model, tokenizer, folder, str(device), weight_format(model), torch.get_num_threads())
 
 

@@ -69,6 +69,8 @@ KV_GAUGES = {
         ("kv_tokens_used", "gpt3dev_kv_cache_used_tokens", "KV pool tokens held by running sequences."),
         ("kv_tokens_cached", "gpt3dev_kv_cache_cached_tokens", "KV pool tokens kept only for prefix reuse (evictable)."),
         ("kv_tokens_total", "gpt3dev_kv_cache_capacity_tokens", "KV pool capacity in tokens."),
+        ("kv_bytes_touched", "gpt3dev_kv_cache_touched_bytes",
+         "KV pool bytes ever written (on CPU the pool's pages are committed as first written, and stay)."),
         ("preemptions", "gpt3dev_preemptions", "Sequences preempted for lack of KV blocks since load."),
         ("prefix_cache_queries", "gpt3dev_prefix_cache_query_tokens", "Prompt tokens looked up in the prefix cache."),
         ("prefix_cache_hits", "gpt3dev_prefix_cache_hit_tokens", "Prompt tokens found in the prefix cache."),

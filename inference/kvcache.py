@@ -94,6 +94,9 @@ class BlockManager:
         self._fresh: list[int] = list(range(num_blocks - 1, -1, -1))  # never used or forgotten: pop() from the end
         self._lru: collections.OrderedDict[int, None] = collections.OrderedDict()  # free but still keyed
         self.used = 0  # blocks with a reference
+        # Never-used blocks are handed out in ascending order, so blocks [0, touched) are
+        # exactly those ever written: on CPU, the pool's committed (resident) part.
+        self.touched = 0
         self.queries = 0  # prompt tokens looked up in the prefix cache
         self.hits = 0  # of which found
 
@@ -115,6 +118,7 @@ class BlockManager:
         for _ in range(count):
             if self._fresh:
                 block = self._fresh.pop()
+                self.touched = max(self.touched, block + 1)
             else:
                 block, _ = self._lru.popitem(last=False)  # evict the least recently used
                 key = self._key_of[block]

@@ -286,6 +286,8 @@ class Scheduler:
             "kv_tokens_total": total,
             "kv_usage": round(bm.used * bs / total, 4) if total else 0.0,
             "kv_bytes_total": self.pool.nbytes,
+            # Blocks ever written (on CPU: the pool's resident part; it stays committed).
+            "kv_bytes_touched": self.pool.nbytes * bm.touched // bm.num_blocks if bm.num_blocks else 0,
             "preemptions": self.preemptions,
             "prefix_cache_queries": bm.queries,
             "prefix_cache_hits": bm.hits,

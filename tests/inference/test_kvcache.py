@@ -83,3 +83,21 @@ def test_parse_memory(text, value):
 def test_parse_memory_rejects(text):
     with pytest.raises(ValueError):
         parse_memory(text)
+
+
+def test_touched_counts_the_blocks_ever_written_and_freed_blocks_are_reused_first():
+    """A freed block is handed out again before a never-used one, so the written part of
+    the pool (on CPU its resident part) grows only when more blocks are held at once."""
+    bm = BlockManager(num_blocks=10, block_size=4)
+    first = bm.allocate(3)
+    assert first == [0, 1, 2] and bm.touched == 3
+    bm.release(first)
+    assert bm.allocate(3) == [0, 1, 2] and bm.touched == 3
+    assert bm.allocate(2) == [3, 4] and bm.touched == 5
+
+
+def test_a_byte_budget_beyond_the_available_memory_is_cut_to_it():
+    from inference.memory import available_bytes, budget_bytes
+
+    assert budget_bytes(1 << 20, "cpu") == 1 << 20
+    assert budget_bytes(1 << 60, "cpu") <= available_bytes("cpu") * 1.1
