@@ -6,7 +6,8 @@ the engine the server uses (no HTTP, so the figures are the scheduler's own):
 * chunked prefill: 4 streams decoding, then a long prompt arrives: the streams' largest
   inter-token gap over their median TPOT (target <= 3), and the long prompt's TTFT over
   its TTFT alone (target <= 1.5);
-* long context: TPOT over the last 100 tokens over the first 100 (target <= 1.3);
+* long context, at concurrency 1 and 8: TPOT over the last 100 tokens over the first
+  100 (target <= 1.3);
 * fairness: with 15 long streams, an n=16 request queued, then an n=1 request: the
   n=1 request's latency over its latency with nothing queued (target <= 2).
 
@@ -139,7 +140,8 @@ def run_all(cache_dir: Path, *, quick: bool = False) -> list[dict[str, Any]]:
     async def everything() -> list[dict[str, Any]]:
         rows = [await prefix_reuse(gen, int(1000 * scale))]
         rows += await chunked_prefill(gen, int(4000 * scale), int(200 * scale) or 8)
-        rows.append(await long_context(gen, int(1000 * scale), int(1000 * scale) or 30, 1))
+        for concurrency in (1, 8):
+            rows.append(await long_context(gen, int(1000 * scale), int(1000 * scale) or 30, concurrency))
         rows.append(await fairness(gen, int(300 * scale) or 30))
         return rows
 
