@@ -68,9 +68,10 @@ def build_plan(keys: torch.Tensor, values: torch.Tensor, block_size: int,
         if in_pool:
             write.append(torch.arange(first * block_size + held, first * block_size + total, device=device))
             kv_start = first * block_size
-        else:
-            slots = (torch.tensor(used, dtype=torch.long, device=device)[:, None] * block_size + offsets).flatten()
-            write.append(slots[held:total])
+        else:  # the slots of the new tokens only, from the blocks they fall in
+            start = held // block_size
+            slots = (torch.tensor(used[start:], dtype=torch.long, device=device)[:, None] * block_size + offsets)
+            write.append(slots.flatten()[held - start * block_size : total - start * block_size])
             kv_start = len(gather) * block_size
             gather.extend(used)
         mask = None

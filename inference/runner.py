@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .paged_attention import StepPlan, paged_attention
-from .quant import Int4Linear, Int8Linear
+from .quant import Float16Embedding, Int4Linear, Int8Linear
 
 # Causal LMs whose decoder layers are Llama's: pre-norm, q/k/v/o projections (Qwen2's
 # with a bias), rotary embeddings from the model's ``rotary_emb``, a SiLU-gated MLP.
@@ -94,7 +94,9 @@ def concat_linears(modules: list[nn.Module]) -> nn.Module | None:
         fused.register_buffer("scales_and_zeros", torch.cat([m.scales_and_zeros for m in modules], dim=1))
         fused.register_buffer("bias", bias)
         for m, w, b in zip(modules, fused.weight.split(sizes), _split(bias, sizes)):
-            m.weight, m.bias = w, b  # scales_and_zeros stay the module's own (a few KB)
+            # scales_and_zeros stay the module's own: their column slices are not
+            # contiguous (about 0.3 MB a layer held twice for SmolLM2).
+            m.weight, m.bias = w, b
         return fused
     raise AssertionError(kind)  # can_concat admits no other kind
 
@@ -140,9 +142,9 @@ class DecoderRunner:
         if type(model).__name__ not in SUPPORTED:
             return False
         config = model.config
-        if getattr(config, "hidden_act", None) != "silu" or type(model.model.embed_tokens).__name__ not in {
-            "Embedding", "Float16Embedding"
-        }:
+        if getattr(config, "hidden_act", None) != "silu" or type(model.model.embed_tokens) not in (
+            nn.Embedding, Float16Embedding
+        ):
             return False
         for layer in model.model.layers:
             attn, mlp = layer.self_attn, layer.mlp

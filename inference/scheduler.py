@@ -10,9 +10,10 @@ read in big, faster steps):
 1. running rows first, oldest first: a decoding row takes 1 token, a row still
    prefilling takes the next chunk of its prompt (chunked prefill is not a special
    case; while streams decode, chunks shrink as the context they attend to grows, so
-   steps keep about the same cost). A row that needs a block when none is free preempts the newest running row,
-   whose blocks are released and which later resumes by recomputation (helped by the
-   prefix cache, which keeps its full blocks until they are evicted);
+   steps keep about the same cost). A row that needs a block when none is free
+   preempts the newest running row, whose blocks are released and which later resumes
+   by recomputation (helped by the prefix cache, which keeps its full blocks until they
+   are evicted);
 2. then, if nothing was preempted, waiting requests are admitted while rows, tokens of
    the budget and KV blocks allow. A request is admitted whole (its ``n`` rows at once)
    and needs the blocks of its prompt not already cached. A request that does not fit
