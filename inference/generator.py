@@ -238,7 +238,11 @@ class TextGenerator:
         base = getattr(self.model, "base_model", None)
         softcap = getattr(self.model.config, "final_logit_softcapping", None)
         targets = torch.tensor(ids[1:], dtype=torch.long, device=self.device)
-        if head is None or base is None or base is self.model:
+        runner = self._scheduler.runner
+        if runner is not None:  # the engine's forward: the weights it rearranged, used once
+            hidden, head = runner.final_hidden(x[0])[:-1], runner.head
+            all_logits = None
+        elif head is None or base is None or base is self.model:
             hidden = None
             all_logits = self.model(input_ids=x, use_cache=False).logits[0, :-1]
         else:

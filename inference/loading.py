@@ -105,7 +105,12 @@ def load_causal_lm(
         )
     else:
         dtype = choose_dtype(spec.dtype, device, cpu_auto)
-        model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype, trust_remote_code=spec.trust_remote_code)
+        # Read into memory, not mapped: the engine's forward re-lays most weights out
+        # (fused, packed), and a mapping of the file would stay resident beside them
+        # for as long as any tensor still reads it (513 MB for SmolLM2 in float32).
+        model = AutoModelForCausalLM.from_pretrained(
+            str(folder), dtype=dtype, trust_remote_code=spec.trust_remote_code, disable_mmap=True
+        )
         model = model.to(device).eval()
     fused.fuse_norms(model)  # same float32 numerics, fewer ops per step
     return model

@@ -130,3 +130,63 @@ def test_rows_in_consecutive_blocks_read_in_place_give_the_gathered_numbers(tiny
         results.append(plan_rows)
     for a, b in zip(*results):
         assert torch.equal(a, b)
+
+
+def _held_bytes(model) -> int:
+    """Bytes of every distinct tensor storage the model holds (oneDNN's packed weights
+    are opaque: counted at their element count)."""
+    held = {}
+    for t in list(model.parameters()) + list(model.buffers()):
+        if t.is_mkldnn:
+            held[id(t)] = t.numel() * t.element_size()
+        else:
+            held[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+    return sum(held.values())
+
+
+@pytest.mark.model
+def test_float32_runner_packs_the_weights_in_place_and_keeps_the_answers(smol_folder, cache_dir):
+    """The float32 runner computes on oneDNN-packed weights: transformers' modules are
+    re-pointed at them (no projection weight is held twice; the tied head's table is,
+    once), and the logits are MKL's within float32 rounding, with the same argmax."""
+    from torch import nn
+
+    from inference.packed import LinearSlice, PackedLinear
+
+    plain = load_causal_lm(smol_folder, smol_spec(), CPU, cache_dir=cache_dir)
+    model = load_causal_lm(smol_folder, smol_spec(), CPU, cache_dir=cache_dir)
+    before = _held_bytes(model)
+    runner = runner_for(model)
+    assert runner is not None and runner_for(model) is runner  # built once per model
+    attn, mlp = model.model.layers[0].self_attn, model.model.layers[0].mlp
+    assert type(attn.q_proj) is LinearSlice and attn.q_proj.fused is runner.layers[0].qkv
+    assert type(mlp.down_proj) is PackedLinear and type(model.lm_head) is PackedLinear
+    assert not any(type(m) is nn.Linear for m in model.modules())
+    head_bytes = model.config.vocab_size * model.config.hidden_size * 4
+    assert _held_bytes(model) <= before + head_bytes + (1 << 20)
+    ids = torch.tensor([1, 504, 3027, 314, 260, 2764, 282, 4649, 30], dtype=torch.long)
+    with torch.inference_mode():
+        want = plain(input_ids=ids[None], use_cache=False).logits[0]
+        got = runner.head(runner.final_hidden(ids))
+        via_transformers = model(input_ids=ids[None], use_cache=False).logits[0]
+    assert torch.allclose(got, want, atol=2e-3, rtol=0)
+    assert torch.equal(got.argmax(-1), want.argmax(-1))
+    assert torch.allclose(via_transformers, got, atol=1e-4, rtol=0)
+
+
+@pytest.mark.model
+def test_packed_rows_do_not_depend_on_how_many_rows_share_the_call(smol_folder, cache_dir):
+    """A row's result is the same alone or among 600 others (what keeps greedy output
+    independent of the batch)."""
+    model = load_causal_lm(smol_folder, smol_spec(), CPU, cache_dir=cache_dir)
+    runner = runner_for(model)
+    linears = [runner.layers[0].qkv, runner.layers[0].gate_up, runner.layers[0].down, runner.head]
+    torch.manual_seed(1)
+    with torch.inference_mode():
+        for linear in linears:
+            x = torch.randn(600, linear.in_features)
+            alone = torch.cat([linear(x[i : i + 1]) for i in range(0, 600, 37)])
+            for rows in (2, 3, 8, 17, 64, 600):
+                together = linear(x[:rows])
+                picked = [i for i in range(0, 600, 37) if i < rows]
+                assert torch.equal(together[picked], alone[: len(picked)]), (linear, rows)
