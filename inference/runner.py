@@ -21,8 +21,9 @@ directly:
 
 float32 logits are bit-identical to transformers' forward over the engine's pool,
 which calls the same packed weights through the modules it re-points (tested on the
-bundled SmolLM2, alone and batched), and within float32 rounding of an unpacked copy. Models of another shape
-(``q_norm``/``k_norm``, other activations, scaled embeddings) keep transformers' forward.
+bundled SmolLM2, alone and batched), and within float32 rounding of an unpacked copy.
+Models of another shape (``q_norm``/``k_norm``, other activations, scaled embeddings)
+keep transformers' forward.
 """
 
 from __future__ import annotations
