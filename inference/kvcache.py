@@ -9,7 +9,12 @@ preempting a sequence touches only its own block list: no other row's cache is c
 :class:`BlockManager` hands out blocks and implements prefix reuse the vLLM way:
 
 * a block that is full gets a key chained from its parent's key and its tokens, so a
-  key identifies the whole prefix up to the end of that block;
+  key identifies the whole prefix up to the end of that block. The key is a SHA-256
+  digest, not Python's ``hash``: that one is neither randomised for integers nor
+  collision-resistant, and one pool serves every API key, so a prompt crafted to
+  collide could make another tenant's request reuse KV computed from other tokens (the
+  flaw vLLM fixed in GHSA-rm76-4mrf-v9r8). A hit also compares the block's stored
+  parent key and tokens, so even a colliding key is never reused for another prefix;
 * a later sequence whose prompt starts with the same tokens finds those blocks by key
   and shares them (reference counts) instead of computing them again;
 * a block whose last user leaves keeps its contents and key and goes to an LRU list;
@@ -20,6 +25,8 @@ preempting a sequence touches only its own block list: no other row's cache is c
 from __future__ import annotations
 
 import collections
+import hashlib
+from array import array
 from dataclasses import dataclass
 
 import torch
@@ -89,8 +96,10 @@ class BlockManager:
         self.num_blocks = num_blocks
         self.block_size = block_size
         self._refs = [0] * num_blocks
-        self._key_of: list[int | None] = [None] * num_blocks
-        self._by_key: dict[int, int] = {}
+        self._key_of: list[bytes | None] = [None] * num_blocks
+        # What a keyed block was registered for: (parent key, its tokens).
+        self._content_of: list[tuple[bytes | None, tuple[int, ...]] | None] = [None] * num_blocks
+        self._by_key: dict[bytes, int] = {}
         self._fresh: list[int] = list(range(num_blocks - 1, -1, -1))  # never used or forgotten: pop() from the end
         self._lru: collections.OrderedDict[int, None] = collections.OrderedDict()  # free but still keyed
         self.used = 0  # blocks with a reference
@@ -125,6 +134,7 @@ class BlockManager:
                 if key is not None and self._by_key.get(key) == block:
                     del self._by_key[key]
                 self._key_of[block] = None
+                self._content_of[block] = None
             self._refs[block] = 1
             out.append(block)
         self.used += count
@@ -144,19 +154,27 @@ class BlockManager:
 
     # -------------------------------------------------------------- prefix cache
     @staticmethod
-    def chain_key(parent: int | None, tokens: tuple[int, ...]) -> int:
-        return hash((parent, tokens))
+    def chain_key(parent: bytes | None, tokens: tuple[int, ...]) -> bytes:
+        """SHA-256 over the parent's key and the block's token ids (8 bytes each, so
+        no two token lists share an encoding). The pool belongs to one model and one
+        KV dtype, so nothing else changes what a block holds."""
+        digest = hashlib.sha256(parent or b"\0" * 32)
+        digest.update(array("q", tokens).tobytes())
+        return digest.digest()
 
-    def lookup(self, tokens: list[int], limit: int) -> tuple[list[int], int | None]:
+    def lookup(self, tokens: list[int], limit: int) -> tuple[list[int], bytes | None]:
         """Blocks holding the longest cached prefix of ``tokens`` (whole blocks, at most
         ``limit`` tokens), each with a reference taken; and the key of the last one."""
         bs = self.block_size
         found: list[int] = []
-        parent: int | None = None
+        parent: bytes | None = None
         for start in range(0, (limit // bs) * bs, bs):
-            key = self.chain_key(parent, tuple(tokens[start : start + bs]))
+            block_tokens = tuple(tokens[start : start + bs])
+            key = self.chain_key(parent, block_tokens)
             block = self._by_key.get(key)
-            if block is None:
+            # An equal key for another parent or other tokens would be a hash collision:
+            # never reused. Checked block by block, the whole prefix matches.
+            if block is None or self._content_of[block] != (parent, block_tokens):
                 break
             found.append(block)
             parent = key
@@ -176,9 +194,13 @@ class BlockManager:
         self.queries += asked
         self.hits += hit
 
-    def register(self, block: int, key: int) -> None:
-        """Block ``block`` is full and its prefix has key ``key``: make it findable. If
-        the same prefix is already cached elsewhere, the older block stays the one found."""
+    def register(self, block: int, parent: bytes | None, tokens: tuple[int, ...]) -> bytes:
+        """Block ``block`` is full, holds ``tokens`` and follows the prefix keyed
+        ``parent``: make it findable, and return its key. If the same prefix is already
+        cached elsewhere, the older block stays the one found."""
+        key = self.chain_key(parent, tokens)
         if self._key_of[block] is None:
             self._key_of[block] = key
+            self._content_of[block] = (parent, tokens)
             self._by_key.setdefault(key, block)
+        return key

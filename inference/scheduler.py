@@ -103,7 +103,7 @@ class _Row:
     blocks: list[int] = field(default_factory=list)  # block table
     computed: int = 0  # leading tokens whose keys/values are in the pool
     keyed: int = 0  # leading full blocks registered in the prefix cache
-    last_key: int | None = None
+    last_key: bytes | None = None
     cached_tokens: int = 0  # prompt tokens found in the prefix cache at admission
     looked_up: bool = False  # counted in the prefix-cache hit rate already
     reported: bool = False  # cached_tokens went out with the first delta
@@ -564,10 +564,9 @@ class Scheduler:
         bs = self.pool.block_size
         while (row.keyed + 1) * bs <= row.computed:
             start = row.keyed * bs
-            key = self.blocks.chain_key(row.last_key, tuple(row.tokens[start : start + bs]))
-            self.blocks.register(row.blocks[row.keyed], key)
+            tokens = tuple(row.tokens[start : start + bs])
+            row.last_key = self.blocks.register(row.blocks[row.keyed], row.last_key, tokens)
             row.keyed += 1
-            row.last_key = key
 
     def _fork(self, leader: _Row) -> list[_Row]:
         """The leader's prompt is in the pool: its siblings share the full blocks, get a

@@ -15,9 +15,7 @@ def fill(bm: BlockManager, blocks: list[int], tokens: list[int]) -> None:
     """Register every full block of ``tokens`` (held in ``blocks``), as the scheduler does."""
     parent = None
     for i in range(len(tokens) // BS):
-        key = bm.chain_key(parent, tuple(tokens[i * BS : (i + 1) * BS]))
-        bm.register(blocks[i], key)
-        parent = key
+        parent = bm.register(blocks[i], parent, tuple(tokens[i * BS : (i + 1) * BS]))
 
 
 def test_allocate_until_empty_then_refuse_without_taking_anything():
@@ -72,6 +70,55 @@ def test_cached_blocks_evicted_least_recently_used_first_and_forgotten():
     assert found == b
     bm.release(found)
     bm.release(fresh)
+
+
+def test_prefix_keys_are_sha256_digests_of_the_whole_prefix():
+    first = BlockManager.chain_key(None, (1, 2, 3, 4))
+    assert isinstance(first, bytes) and len(first) == 32
+    assert BlockManager.chain_key(first, (5, 6, 7, 8)) != BlockManager.chain_key(None, (5, 6, 7, 8))
+    # Token ids are encoded at a fixed width: (1, 23) and (12, 3) never share bytes.
+    assert BlockManager.chain_key(None, (1, 23)) != BlockManager.chain_key(None, (12, 3))
+    # Python's hash of small ints is the int itself; these tuples are what it used to key.
+    assert BlockManager.chain_key(None, (-1,)) != BlockManager.chain_key(None, (-2,))
+
+
+class CollidingKeys(BlockManager):
+    """Every prefix gets the same key: what a successful collision attack would achieve."""
+
+    @staticmethod
+    def chain_key(parent, tokens):
+        return b"same"
+
+
+def test_a_key_collision_never_reuses_another_prefix():
+    bm = CollidingKeys(num_blocks=4, block_size=BS)
+    victim = [1, 2, 3, 4, 9]
+    attacker = [6, 6, 6, 6, 9]
+    blocks = bm.allocate(2)
+    fill(bm, blocks, attacker)
+    found, _ = bm.lookup(victim, limit=4)
+    assert found == []  # same key, other tokens: computed afresh
+    assert bm.lookup(attacker, limit=4)[0] == blocks[:1]  # the real owner of the tokens still hits
+
+
+class KeysWithoutParent(BlockManager):
+    """A block's key ignores what came before it: a collision between two prefixes that
+    end in the same tokens."""
+
+    @staticmethod
+    def chain_key(parent, tokens):
+        return BlockManager.chain_key(None, tokens)
+
+
+def test_a_key_collision_with_another_parent_is_not_reused():
+    bm = KeysWithoutParent(num_blocks=4, block_size=BS)
+    blocks = bm.allocate(2)
+    fill(bm, blocks, [6, 6, 6, 6, 7, 7, 7, 7])
+    # The second block's tokens match, but it followed another first block.
+    other = bm.allocate(1)
+    fill(bm, other, [1, 1, 1, 1])
+    found, _ = bm.lookup([1, 1, 1, 1, 7, 7, 7, 7, 0], limit=8)
+    assert found == other
 
 
 @pytest.mark.parametrize("text, value", [("2GiB", 2 << 30), ("512MB", 512_000_000), ("1000", 1000), ("0.25", 0.25)])
