@@ -8,7 +8,9 @@ make the server read and store 200 MB. This wrapper sits in front of Django:
 * a declared ``Content-Length`` over the cap (or one that is not a number) is answered
   413 at once, without reading a byte of the body;
 * a body without a length (chunked) is counted as it arrives and answered 413 as soon
-  as it passes the cap; Django is told the client went away, so it stops reading.
+  as it passes the cap; Django is told the client went away, so it stops reading. When
+  such a request ends, its size decides the heap trim (gpt3dev.memory) as a declared
+  length does for the others.
 
 The answer is OpenAI's error shape with ``Connection: close`` (the server drops the
 rest of the upload), and it is written to the access log and the request metrics.
@@ -23,6 +25,7 @@ from typing import Any
 from django.conf import settings
 
 from gpt3dev.errors import APIError
+from gpt3dev.memory import after_request
 
 Scope = dict[str, Any]
 
@@ -74,7 +77,13 @@ class RequestBodyLimit:
             if not refused:  # after our 413 nothing else may be sent
                 await send(message)
 
-        await self.app(scope, limited_receive, guarded_send)
+        try:
+            await self.app(scope, limited_receive, guarded_send)
+        finally:
+            # A body sent without a length (chunked) is only measured here: the access
+            # log's trim after a large body reads the Content-Length header.
+            if declared is None:
+                after_request(received)
 
 
 async def _refuse(scope: Scope, send, limit: int, started: float, *, malformed: bool = False) -> None:

@@ -19,12 +19,15 @@ import logging
 import threading
 import time
 
+from prometheus_client import Counter
+
 logger = logging.getLogger("gpt3dev.memory")
 
 LARGE_BODY_BYTES = 1024 * 1024  # requests with a bigger body trigger a trim when they end
 TRIM_DELAY_SECONDS = 0.25  # let the request's objects go first
 
 _pending = threading.Lock()
+TRIMS = Counter("gpt3dev_heap_trims", "Heap trims (malloc_trim) after requests with a large body.")
 
 
 def _load_trim():
@@ -46,6 +49,7 @@ def trim_now() -> bool:
     if _malloc_trim is None:
         return False
     _malloc_trim(0)
+    TRIMS.inc()
     return True
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
-from django.core.exceptions import RequestDataTooBig
+from django.core.exceptions import DisallowedHost, RequestDataTooBig
 from django.http import HttpRequest, HttpResponseBase
 
 from gpt3dev.errors import APIError, error_response, from_engine_error, internal_error
@@ -59,9 +59,21 @@ def _rewrite(request: HttpRequest, response: HttpResponseBase) -> HttpResponseBa
         error = APIError(413, "The request body is too large.", code="request_too_large")
     elif status >= 500:
         error = internal_error()
+    elif status == 400 and _host_refused(request):
+        error = APIError(
+            400, "The Host header names a host this server does not serve (ALLOWED_HOSTS).", code="disallowed_host"
+        )
     else:
         error = APIError(status, "The request could not be processed.")
     return error_response(error)
+
+
+def _host_refused(request: HttpRequest) -> bool:
+    try:
+        request.get_host()
+    except DisallowedHost:
+        return True
+    return False
 
 
 class DualModeMiddleware:

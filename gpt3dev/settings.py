@@ -229,6 +229,7 @@ LOGGING = {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
         "bare": {"format": "%(message)s"},
     },
+    "filters": {"one_line_warning": {"()": "gpt3dev.logfilters.OneLineWarning"}},
     "handlers": {
         "console": {"class": "logging.StreamHandler", "formatter": "plain"},
         "access": {"class": "logging.StreamHandler", "formatter": "bare"},
@@ -238,6 +239,10 @@ LOGGING = {
         "django": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
         # Django logs every 4xx as a warning; our access log says what matters.
         "django.request": {"handlers": ["console"], "level": "ERROR", "propagate": False},
+        # A Host outside ALLOWED_HOSTS: one warning line, no traceback (any client can send one).
+        "django.security.DisallowedHost": {
+            "handlers": ["console"], "level": "WARNING", "filters": ["one_line_warning"], "propagate": False,
+        },
         # One line per request, written as-is (plain text or JSON, ACCESS_LOG_FORMAT).
         "gpt3dev.access": {"handlers": ["access"], "level": "INFO", "propagate": False},
         # The upstream client's own line per call repeats the access log (upstream.pool
