@@ -8,6 +8,11 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
+# Served on loopback, the gateway may use upstream servers on this machine too (a vLLM on
+# localhost): the URL policy refuses loopback unless UPSTREAM_ALLOWED_HOSTS lists it. A
+# value of your own wins; with another HOST nothing is added.
+LOOPBACK_UPSTREAMS := localhost,127.0.0.1,::1
+UPSTREAMS = $(if $(filter 127.0.0.1 localhost ::1,$(HOST)),$(LOOPBACK_UPSTREAMS))
 
 .PHONY: install install-dev migrate collectstatic run dev test bench clean
 
@@ -41,11 +46,11 @@ collectstatic: install
 	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
 
 run: migrate collectstatic
-	$(BIN)/uvicorn gpt3dev.asgi:application --host $(HOST) --port $(PORT)
+	UPSTREAM_ALLOWED_HOSTS="$${UPSTREAM_ALLOWED_HOSTS-$(UPSTREAMS)}" $(BIN)/uvicorn gpt3dev.asgi:application --host $(HOST) --port $(PORT)
 
 # Django's development server (daphne's ASGI runserver: it streams too).
 dev: migrate
-	DEBUG=1 $(BIN)/python manage.py runserver $(HOST):$(PORT)
+	DEBUG=1 UPSTREAM_ALLOWED_HOSTS="$${UPSTREAM_ALLOWED_HOSTS-$(UPSTREAMS)}" $(BIN)/python manage.py runserver $(HOST):$(PORT)
 
 test: install-dev
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -7,10 +7,12 @@ is atomic on SQLite and PostgreSQL alike, so two processes can never both take t
 slot.
 
 Tokens are counted the way OpenAI does: a completion request reserves its prompt tokens
-plus ``max_tokens`` for every sequence when it is admitted (a request that could not fit
-is a 429 before any work), and when the answer ends the reservation is corrected to the
-usage the answer reported. Embeddings requests are charged their prompt tokens when they
-end; a key whose minute is already used up gets a 429 before it starts.
+plus ``max_tokens`` for every sequence when it is admitted, an embeddings request its
+input tokens (a request that could not fit is a 429 before any work; upstream rows
+reserve an estimate, see :mod:`upstream.budget`). When the answer ends the reservation
+is taken back from the minute it was made in and the usage the answer reported is
+charged to the minute the answer ended in, so a long request counts where it used its
+tokens. A key whose minute is already used up gets a 429 before it starts.
 """
 
 from __future__ import annotations
@@ -108,7 +110,8 @@ def reserve_tokens(state: LimitState, tokens: int, *, param: str | None = None) 
         raise APIError(
             429,
             f"Request too large for key '{state.principal.name}' on tokens per min (TPM): "
-            f"Limit {tpm}, Requested {tokens}. Lower max_tokens or the prompt.",
+            f"Limit {tpm}, Requested {tokens}. "
+            + ("Send fewer or shorter inputs." if param == "input" else "Lower max_tokens or the prompt."),
             param=param,
             code="rate_limit_exceeded",
             headers=state.headers(),
@@ -126,15 +129,25 @@ def reserve_tokens(state: LimitState, tokens: int, *, param: str | None = None) 
 
 
 def settle_tokens(state: LimitState, used: int | None) -> None:
-    """Replace this request's reservation with the tokens it really used (None: keep
-    the reservation, e.g. the usage is unknown because the client went away)."""
+    """Replace this request's reservation with the tokens it really used, charged to the
+    minute the answer ends in (None: keep the reservation, e.g. the usage is unknown
+    because the client went away)."""
     if not state.principal.tokens_per_minute or used is None:
         return
-    delta = used - state.reserved
-    if delta:
-        RateLimitWindow.objects.filter(bucket=state.principal.bucket, window=state.window).update(
-            tokens=F("tokens") + delta
-        )
+    bucket, now = state.principal.bucket, current_window()
+    if now == state.window:
+        delta = used - state.reserved
+        if delta:
+            RateLimitWindow.objects.filter(bucket=bucket, window=now).update(tokens=F("tokens") + delta)
+    else:
+        if state.reserved:
+            RateLimitWindow.objects.filter(bucket=bucket, window=state.window).update(
+                tokens=F("tokens") - state.reserved
+            )
+        if used:
+            _ensure_row(bucket, now)
+            RateLimitWindow.objects.filter(bucket=bucket, window=now).update(tokens=F("tokens") + used)
+        state.window = now
     state.reserved = used
 
 

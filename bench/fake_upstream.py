@@ -1,7 +1,10 @@
 """A small OpenAI-shaped HTTP server for the upstream tests and the gateway benchmark,
 whose behaviour the caller sets: it answers well (at once: no model behind it), or
 refuses, stalls, cuts a stream midway, sends malformed JSON, answers with an integer
-error code or leaves out ``[DONE]``.
+error code or leaves out ``[DONE]``; or, as a hostile or broken server would, answers
+an HTML error page, echoes the ``Authorization`` header it got, redirects, sends a
+``huge`` answer (``huge_bytes``, streamed, never held), a malformed stream event,
+drips a stream one byte at a time, or reports an enormous ``usage``.
 
 It speaks just enough HTTP/1.1 (one request per connection, ``Connection: close``) on
 its own event loop in a thread, and records every request it received, so a test can
@@ -18,7 +21,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-MODES = ("ok", "drop", "stall", "cut", "malformed", "error_int_code", "no_done", "status_500")
+MODES = ("ok", "drop", "stall", "cut", "malformed", "error_int_code", "no_done", "status_500", "html_error",
+         "echo_auth", "redirect", "huge", "bad_event", "drip", "big_usage")
+HTML_ERROR_PAGE = (b"<html><body><h1>502 Bad Gateway</h1><pre>db_password=hunter2-internal\n"
+                   b"upstream: http://10.1.2.3:5432</pre></body></html>")
+BIG_USAGE = 1_000_000
 
 
 @dataclass
@@ -36,6 +43,9 @@ class FaultServer:
     mode: str = "ok"
     name: str = "fault"
     models: tuple[str, ...] = ("upstream-name",)
+    huge_bytes: int = 200 * 1024 * 1024  # mode "huge": the size of the answer (or of one stream line)
+    drip_seconds: float = 0.5  # mode "drip": one byte this often after the first event
+    own_max_tokens: int | None = None  # tokens "generated" without max_tokens (None: the fixed answers)
     received: list[Received] = field(default_factory=list)
     open_streams: int = 0
     max_open_streams: int = 0
@@ -118,6 +128,19 @@ class FaultServer:
         if mode == "malformed":
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 9\r\nConnection: close\r\n\r\n{\"id\": 1,")
             return
+        if mode == "html_error":
+            writer.write(b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/html\r\nContent-Length: "
+                         + str(len(HTML_ERROR_PAGE)).encode() + b"\r\nConnection: close\r\n\r\n" + HTML_ERROR_PAGE)
+            return
+        if mode == "echo_auth":
+            sent = self.received[-1].headers.get("authorization", "")
+            return self._json(writer, 400, {"error": {"message": f"Invalid credentials: Authorization: {sent}",
+                                                      "type": "invalid_request_error", "code": "bad_key"}})
+        if mode == "redirect":
+            writer.write(b"HTTP/1.1 302 Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            return
+        if mode == "huge" and not (body or {}).get("stream"):
+            return await self._huge_json(writer)
         if path.endswith("/embeddings"):
             return self._json(writer, 200, {"object": "list", "model": body["model"],
                                             "data": [{"object": "embedding", "index": 0, "embedding": [0.5, 0.25]}],
@@ -126,9 +149,11 @@ class FaultServer:
         if not (body or {}).get("stream"):
             choice = {"index": 0, "finish_reason": "stop", "logprobs": None}
             choice |= {"message": {"role": "assistant", "content": f"hello from {self.name}"}} if chat else {"text": f"hello from {self.name}"}
+            completion = self._completion_tokens(body, 3)
             return self._json(writer, 200, {"id": "x-1", "object": "chat.completion" if chat else "text_completion",
                                             "created": int(time.time()), "model": body["model"], "choices": [choice],
-                                            "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}})
+                                            "usage": {"prompt_tokens": 5, "completion_tokens": completion,
+                                                      "total_tokens": 5 + completion}})
         await self._stream(writer, body, chat, mode)
 
     async def _stream(self, writer: asyncio.StreamWriter, body: Any, chat: bool, mode: str) -> None:
@@ -144,6 +169,9 @@ class FaultServer:
                 if mode == "cut" and i == 2:
                     writer.transport.abort()  # no end of the body: a broken connection
                     return
+                if i == 1 and mode in ("huge", "bad_event", "drip"):
+                    await self._misbehave_mid_stream(writer, mode)
+                    return
                 choice = {"index": 0, "finish_reason": None, "logprobs": None}
                 choice |= {"delta": {"content": word}} if chat else {"text": word}
                 chunk = {"id": "x-1", "object": obj, "created": 1, "model": body["model"], "choices": [choice]}
@@ -155,7 +183,8 @@ class FaultServer:
             last = {"index": 0, "finish_reason": "length", "logprobs": None} | ({"delta": {}} if chat else {"text": ""})
             writer.write(_event({"id": "x-1", "object": obj, "created": 1, "model": body["model"], "choices": [last]}))
             if usage_on:
-                usage = {"prompt_tokens": 5, "completion_tokens": 7, "total_tokens": 12}
+                completion = self._completion_tokens(body, 7)
+                usage = {"prompt_tokens": 5, "completion_tokens": completion, "total_tokens": 5 + completion}
                 writer.write(_event({"id": "x-1", "object": obj, "created": 1, "model": body["model"],
                                      "choices": [], "usage": usage}))
             if mode != "no_done":
@@ -165,10 +194,54 @@ class FaultServer:
         finally:
             self.open_streams -= 1
 
+    def _completion_tokens(self, body: dict, fixed: int) -> int:
+        """What the usage reports: a million in mode "big_usage"; with ``own_max_tokens``
+        the request's max_tokens (else that many, as a server generating to its own limit)."""
+        if self.mode == "big_usage":
+            return BIG_USAGE
+        if self.own_max_tokens is not None:
+            return int(body.get("max_tokens") or body.get("max_completion_tokens") or self.own_max_tokens)
+        return fixed
+
+    async def _huge_json(self, writer: asyncio.StreamWriter) -> None:
+        """A JSON answer of ``huge_bytes``, written a megabyte at a time (never held here)."""
+        head, tail = b'{"id": "x-1", "object": "text_completion", "choices": [{"index": 0, "text": "', b'"}]}'
+        size = self.huge_bytes
+        writer.write(f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {size}\r\n"
+                     "Connection: close\r\n\r\n".encode() + head)
+        await self._write_filler(writer, size - len(head) - len(tail))
+        writer.write(tail)
+        await writer.drain()
+
+    @staticmethod
+    async def _write_filler(writer: asyncio.StreamWriter, count: int, *, chunked: bool = False) -> None:
+        block = b"a" * (1024 * 1024)
+        while count > 0:
+            piece = block[:count]
+            writer.write(_chunk(piece) if chunked else piece)
+            await writer.drain()
+            count -= len(piece)
+
+    async def _misbehave_mid_stream(self, writer: asyncio.StreamWriter, mode: str) -> None:
+        """After the first event: one huge line, a malformed event, or a one-byte drip."""
+        if mode == "huge":
+            writer.write(_chunk(b'data: {"choices": [{"index": 0, "text": "'))
+            await self._write_filler(writer, self.huge_bytes, chunked=True)
+            writer.write(_chunk(b'"}]}\n\n'))
+        elif mode == "bad_event":
+            writer.write(_chunk(b'data: {"choices": 5}\n\n'))
+        else:
+            for byte in b'data: {"choices": [{"index": 0, "delta": {"content": "slow"}}]}\n\n' * 100:
+                writer.write(_chunk(bytes([byte])))
+                await writer.drain()
+                await asyncio.sleep(self.drip_seconds)
+        writer.write(_chunk(b"data: [DONE]\n\n") + _chunk(b""))
+        await writer.drain()
+
     @staticmethod
     def _json(writer: asyncio.StreamWriter, status: int, payload: Any) -> None:
         raw = json.dumps(payload).encode()
-        reason = {200: "OK", 400: "Bad Request", 500: "Internal Server Error"}[status]
+        reason = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 500: "Internal Server Error"}[status]
         writer.write(f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {len(raw)}\r\n"
                      f"Connection: close\r\n\r\n".encode() + raw)
 

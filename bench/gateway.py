@@ -24,6 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -96,7 +97,8 @@ def overhead(scratch: Path, count: int = 50) -> dict[str, Any]:
     registry = scratch / "instant.json"
     registry.write_text(json.dumps({"models": [{"name": "instant", "upstream": fake.base_url, "timeout": 60}]}))
     gateway = UvicornServer(scratch / "gateway-instant", MODEL_REGISTRY_PATH=str(registry), LOG_LEVEL="warning",
-                            ACCESS_LOG_FORMAT="off", **own_database(scratch / "gateway-instant"))
+                            ACCESS_LOG_FORMAT="off", UPSTREAM_ALLOWED_HOSTS="127.0.0.1",
+                            **own_database(scratch / "gateway-instant"))
     try:
         gateway.start(300)
         direct = _first_event_ms(f"{fake.base_url}/completions", "instant", count)
@@ -121,8 +123,11 @@ def run(args: argparse.Namespace, levels: list[int], requests_for) -> dict[str, 
         registry.write_text(json.dumps({"models": [
             {"name": args.model, "upstream": f"{upstream_url.rstrip('/')}/v1", "is_chat": True, "timeout": 600},
         ]}))
+        # The upstream is on loopback (or wherever --base-url says): list it for the URL policy.
+        allowed = ",".join({"127.0.0.1", urlsplit(upstream_url).hostname or "127.0.0.1"})
         gateway = UvicornServer(scratch / "gateway", MODEL_REGISTRY_PATH=str(registry), LOG_LEVEL="warning",
-                                ACCESS_LOG_FORMAT="off", **own_database(scratch / "gateway"))
+                                ACCESS_LOG_FORMAT="off", UPSTREAM_ALLOWED_HOSTS=allowed,
+                                **own_database(scratch / "gateway"))
         servers.append(gateway.start(300))
         first_answer(gateway.base_url, args.model)
         rows = measure(upstream_url, gateway.base_url, args, levels, requests_for)

@@ -12,10 +12,10 @@ from completions import services
 from completions.serializers import ChatCompletionRequestSerializer, CompletionRequestSerializer
 from gpt3dev.errors import APIError
 from gpt3dev.http import sse_response
-from gpt3dev.views_api import avalidated, text_chars
+from gpt3dev.views_api import avalidated
 from models_api.models import ModelEntry
 from models_api.selectors import aget_served_entry, allowed_models
-from upstream import forward
+from upstream import budget, forward
 
 
 async def _admit(request: HttpRequest, plan: services.Plan) -> None:
@@ -35,30 +35,20 @@ async def _admit(request: HttpRequest, plan: services.Plan) -> None:
     await areserve_tokens(request, budget, param="max_tokens")
 
 
-def _estimated_tokens(data: dict, entry: ModelEntry) -> int:
-    """An upstream model's reservation before its server counts: about four characters
-    a token for the prompt (OpenAI's rule of thumb), plus max_tokens for every sequence."""
-    chat = "messages" in data
-    prompts = 1 if chat or isinstance(data["prompt"], str) else len(data["prompt"])
-    prompt_chars = text_chars(data["messages"] if chat else data["prompt"])
-    requested = data.get("max_completion_tokens") or data.get("max_tokens")
-    if requested is None:
-        requested = (entry.max_context_tokens or 0) if chat else 16
-    sequences = max(data.get("n") or 1, data.get("best_of") or 1) * prompts
-    return -(-prompt_chars // 4) + requested * sequences
-
-
 async def _forward(request: HttpRequest, data: dict, entry: ModelEntry, *, chat: bool) -> HttpResponse:
-    """An upstream model: our checks, then its servers answer (see upstream.forward)."""
+    """An upstream model: our checks, its reservation (see upstream.budget), then its
+    servers answer (see upstream.forward)."""
     if chat:
         services.require_chat(entry)
     services.cap_samples(data)
-    await areserve_tokens(request, _estimated_tokens(data, entry), param="max_tokens")
+    spend = budget.completion_budget(data, entry)
+    await areserve_tokens(request, spend.tokens, param="max_tokens")
+    body = budget.body_for_upstream(request.openai_body, spend)
     path = "/chat/completions" if chat else "/completions"
     hops = forward.incoming_hops(request)
     if data.get("stream"):
-        return await forward.completion_stream(entry, path, request.openai_body, hops)
-    return await forward.completion_json(entry, path, request.openai_body, hops)
+        return await forward.completion_stream(entry, path, body, hops)
+    return await forward.completion_json(entry, path, body, hops)
 
 
 async def _serve(request: HttpRequest, serializer_class, plan_request) -> HttpResponse:

@@ -1,4 +1,4 @@
-"""POST /v1/embeddings."""
+"""POST /v1/embeddings: validate, find the model, reserve its input tokens, answer."""
 
 from __future__ import annotations
 
@@ -7,13 +7,14 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
+from access.ratelimit import areserve_tokens
 from embeddings.serializers import EmbeddingRequestSerializer
-from embeddings.services import embeddings_create
+from embeddings.services import plan_embeddings, run_embeddings
 from gpt3dev.errors import APIError
 from gpt3dev.views_api import avalidated
 from models_api.models import ModelEntry
 from models_api.selectors import aget_served_entry, allowed_models
-from upstream import forward
+from upstream import budget, forward
 
 
 @csrf_exempt
@@ -27,6 +28,9 @@ async def create_embeddings(request: HttpRequest) -> HttpResponse:
         )
     data = await avalidated(request, EmbeddingRequestSerializer)
     entry = await aget_served_entry(data["model"], task=ModelEntry.Task.EMBEDDINGS, allowed=allowed_models(request))
-    if entry.is_upstream:
+    if entry.is_upstream:  # an estimate (no tokenizer here), settled to the upstream's usage
+        await areserve_tokens(request, budget.embeddings_budget(data), param="input")
         return await forward.embeddings_json(entry, request.openai_body, forward.incoming_hops(request))
-    return JsonResponse(await embeddings_create(data=data, entry=entry))
+    plan = await plan_embeddings(data=data, entry=entry)
+    await areserve_tokens(request, plan.prompt_tokens, param="input")  # before any forward pass
+    return JsonResponse(await run_embeddings(plan))

@@ -17,7 +17,9 @@ __all__ = ["LiveServer", "ROOT", "free_port"]
 
 class LiveServer(UvicornServer):
     """`manage.py migrate` then `uvicorn gpt3dev.asgi:application`, on its own database,
-    logging at warning level unless ``LOG_LEVEL`` is given.
+    logging at warning level unless ``LOG_LEVEL`` is given. ``UPSTREAM_ALLOWED_HOSTS``
+    lists 127.0.0.1 unless given: the tests' upstream servers (another live server, the
+    fake upstream) listen on loopback, which the URL policy refuses unless listed.
 
     Static files come from the work folder's own ``STATIC_ROOT``, never from a
     ``staticfiles/`` that an earlier ``make run`` left in the checkout (it may be stale):
@@ -26,7 +28,8 @@ class LiveServer(UvicornServer):
     """
 
     def __init__(self, workdir: Path, *, collect_static: bool = False, **env: str) -> None:
-        super().__init__(workdir, **{"LOG_LEVEL": "warning", "STATIC_ROOT": str(Path(workdir) / "static"), **env})
+        super().__init__(workdir, **{"LOG_LEVEL": "warning", "STATIC_ROOT": str(Path(workdir) / "static"),
+                                     "UPSTREAM_ALLOWED_HOSTS": "127.0.0.1", **env})
         self.collect_static = collect_static
 
     def migrate(self) -> float:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import logging
 import time
 import weakref
@@ -31,6 +32,7 @@ import httpx
 from django.conf import settings
 
 from gpt3dev import metrics
+from upstream import urlpolicy
 from upstream.credentials import UnreadableKey, decrypt_key
 
 logger = logging.getLogger("gpt3dev.upstream")
@@ -132,6 +134,12 @@ class Pool:
         if server.healthy and server.fails >= _conf("UPSTREAM_MAX_FAILS"):
             self._set_health(server, False, error)
 
+    def refused(self, server: Server, reason: str, error: str) -> None:
+        """A call counted as failed that says nothing about the server's health (an
+        answer over the size cap: the request asked for it), so it never ejects."""
+        server.last_error = error
+        metrics.UPSTREAM_FAILURES.labels(self.model_id, server.url, reason).inc()
+
     def _set_health(self, server: Server, healthy: bool, error: str = "") -> None:
         if server.healthy != healthy:
             logger.warning(
@@ -149,13 +157,15 @@ class Pool:
         started = time.monotonic()
         try:
             timeout = min(float(_conf("UPSTREAM_HEALTH_TIMEOUT")), self.timeout)
-            response = await client.get(f"{server.url}/models", headers=self.headers(), timeout=timeout)
-            await response.aclose()
+            async with asyncio.timeout(timeout):  # the whole check: a dripping server fails it too
+                request = client.build_request("GET", f"{server.url}/models", headers=self.headers(), timeout=timeout)
+                response = await client.send(request, stream=True)
+                await response.aclose()  # the status is the answer: the body is never read
             if response.status_code != 200:
                 raise httpx.HTTPStatusError(f"/models answered {response.status_code}",
                                             request=response.request, response=response)
         except Exception as exc:  # any failure is a failed check, never a crash of the loop
-            server.last_error = describe(exc)
+            server.last_error = "no answer within the timeout" if isinstance(exc, TimeoutError) else describe(exc)
             self._set_health(server, False, server.last_error)
         else:
             server.last_error = ""
@@ -236,14 +246,20 @@ def http_client() -> httpx.AsyncClient:
     client = _clients.get(loop)
     if client is None:
         limits = httpx.Limits(max_connections=None, max_keepalive_connections=256, keepalive_expiry=30)
-        # trust_env=False: a proxy in the environment must not capture loopback upstreams
-        client = httpx.AsyncClient(limits=limits, trust_env=False, follow_redirects=False)
+        # trust_env=False: a proxy in the environment must not capture loopback upstreams.
+        # Every new connection goes through the URL policy (upstream.urlpolicy); answers
+        # are asked uncompressed, so the size caps count what is really held.
+        client = httpx.AsyncClient(transport=urlpolicy.async_transport(limits), trust_env=False,
+                                   follow_redirects=False, headers={"Accept-Encoding": "identity"})
         _clients[loop] = client
     return client
 
 
 def describe(exc: BaseException) -> str:
-    """A one-line reason for a failed upstream call, fit for a log and an error message."""
+    """A one-line reason for a failed upstream call, for the log, /readyz and the admin
+    (clients are told fixed phrases: upstream.forward)."""
+    if isinstance(exc.__cause__, urlpolicy.RefusedAddress):
+        return str(exc.__cause__)
     if isinstance(exc, httpx.ConnectTimeout):
         return "connecting timed out"
     if isinstance(exc, httpx.ConnectError):
@@ -261,8 +277,9 @@ def describe(exc: BaseException) -> str:
 
 
 def probe(entry, url: str) -> tuple[bool, str]:
-    """The admin's "test connection": ask one server of a row for its /models (blocking).
-    (ok, what happened), naming the models it serves."""
+    """The admin's "test connection": ask one server of a row for its /models (blocking),
+    with the row's saved key and under the URL policy. (ok, what happened), naming the
+    models it serves."""
     pool = Pool(entry.model_id, [], entry.upstream_model or entry.model_id, entry.upstream_api_key,
                 float(entry.upstream_timeout), None)
     try:
@@ -270,15 +287,23 @@ def probe(entry, url: str) -> tuple[bool, str]:
     except Exception as exc:  # the stored key is unreadable
         return False, getattr(exc, "message", str(exc))
     timeout = min(float(_conf("UPSTREAM_HEALTH_TIMEOUT")) * 2, pool.timeout)
+    cap = int(_conf("UPSTREAM_MAX_RESPONSE_BYTES"))
+    deadline = time.monotonic() + timeout
     try:
-        with httpx.Client(trust_env=False, timeout=timeout) as client:
-            response = client.get(f"{url}/models", headers=headers)
+        with httpx.Client(transport=urlpolicy.sync_transport(), trust_env=False, timeout=timeout,
+                          follow_redirects=False, headers={"Accept-Encoding": "identity"}) as client:
+            with client.stream("GET", f"{url}/models", headers=headers) as response:
+                if response.status_code != 200:
+                    return False, f"/models answered HTTP {response.status_code}"
+                raw = bytearray()
+                for chunk in response.iter_raw():
+                    raw += chunk
+                    if len(raw) > cap or time.monotonic() > deadline:
+                        return False, "/models answered too much or too slowly"
     except httpx.HTTPError as exc:
         return False, describe(exc)
-    if response.status_code != 200:
-        return False, f"/models answered HTTP {response.status_code}"
     try:
-        ids = [str(m.get("id")) for m in response.json().get("data", []) if isinstance(m, dict)]
+        ids = [str(m.get("id")) for m in json.loads(raw).get("data", []) if isinstance(m, dict)]
     except (ValueError, AttributeError):
         return False, "/models did not answer an OpenAI model list"
     listed = "is served there" if pool.upstream_model in ids else "is NOT among the models it lists"

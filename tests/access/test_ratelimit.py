@@ -112,6 +112,17 @@ def test_tokens_are_reserved_then_settled():
     reserve_tokens(admit_request(principal(tpm=100)), 50)  # the refund made room
 
 
+def test_a_long_request_is_settled_into_the_minute_it_ended_in():
+    state = admit_request(principal(tpm=100))
+    reserve_tokens(state, 60)
+    admitted = state.window
+    RateLimitWindow.objects.filter(bucket="unit:1", window=admitted).update(window=admitted - 2)
+    state.window = admitted - 2  # as if admitted two minutes ago and still running
+    settle_tokens(state, 45)
+    assert RateLimitWindow.objects.get(bucket="unit:1", window=admitted - 2).tokens == 0  # reservation given back
+    assert RateLimitWindow.objects.get(bucket="unit:1", window=current_window()).tokens == 45
+
+
 def test_a_request_bigger_than_the_limit_is_429_at_once():
     with pytest.raises(APIError) as exc:
         reserve_tokens(admit_request(principal(tpm=10)), 11, param="max_tokens")

@@ -95,7 +95,8 @@ def test_admin_key_is_write_only(admin_client_logged_in):
     assert entry.upstream_api_key == ""
 
 
-def test_admin_test_connection_reports_each_server(admin_client_logged_in):
+def test_admin_test_connection_reports_each_server(admin_client_logged_in, gpt3dev_settings):
+    gpt3dev_settings["UPSTREAM_ALLOWED_HOSTS"] = ["127.0.0.1"]  # the fake upstream's loopback
     server = FaultServer(models=("the-upstream-name",)).start()
     try:
         good = upstream_row(model_id="good", source=server.base_url, upstream_model="the-upstream-name",
