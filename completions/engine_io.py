@@ -9,6 +9,7 @@ before the HTTP answer starts, so an overloaded queue or a bad prompt is still a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -119,17 +120,33 @@ class SequenceResult:
 
 
 async def collect(
-    streams: list[PrimedStream], n: int, on_tokens: Callable[[int], None] | None = None
+    streams: list[PrimedStream],
+    n: int,
+    on_tokens: Callable[[int], None] | None = None,
+    ends_turn: Callable[[tuple[int, int], str], bool] | None = None,
 ) -> dict[tuple[int, int], SequenceResult]:
     """Run every stream to its end: ``{(prompt key, sequence index): result}``.
     ``on_tokens(count)`` hears of tokens as they arrive (so a request cut short still
-    knows what it generated)."""
+    knows what it generated). ``ends_turn(sequence, text)`` sees each sequence's text as
+    it grows; True ends that sequence there with "stop" (what it writes after is
+    dropped), and once every sequence has ended the requests are cancelled."""
     results = {(s.key, i): SequenceResult() for s in streams for i in range(n)}
+    live = set(results)
     try:
-        async for key, delta in merge(streams):
-            results[(key, delta.index)].add(delta)
-            if on_tokens is not None and delta.token_ids:
-                on_tokens(len(delta.token_ids))
+        async with contextlib.aclosing(merge(streams)) as deltas:
+            async for key, delta in deltas:
+                sequence = (key, delta.index)
+                if sequence not in live:
+                    continue
+                results[sequence].add(delta)
+                if on_tokens is not None and delta.token_ids:
+                    on_tokens(len(delta.token_ids))
+                if delta.finish_reason is None and ends_turn is not None and ends_turn(sequence, delta.text):
+                    results[sequence].finish_reason = "stop"
+                if results[sequence].finish_reason is not None:
+                    live.discard(sequence)
+                    if not live:
+                        break
     except EngineError as exc:
         raise from_engine_error(exc) from None
     return results

@@ -17,13 +17,19 @@ SmolLM3 and others are trained on it)::
   function allow only calls from the first token (a named function: one call);
   ``auto`` allows a text reply (one that does not start with ``<tool_call>``) or calls;
   ``parallel_tool_calls: false`` allows one call. ``none`` sends no grammar and no tools.
+- Answer: the complete calls, never the format's markup. An exact repeat of a call
+  made earlier in the same answer ends the turn and is dropped (small models otherwise
+  repeat a call until ``max_tokens``); a call cut by ``max_tokens`` is left out. A stream
+  sends each call once it is complete, so it shows the same calls as the plain answer.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from dataclasses import dataclass, field
+from collections.abc import Callable, Hashable
 from typing import Any
 
 from rest_framework import serializers
@@ -213,41 +219,118 @@ def grammar(plan: ToolPlan, text_schema: dict[str, Any] | None) -> GrammarSpec:
 
 
 # ------------------------------------------------------------------------------ answer
+# A call as the grammar writes it; whitespace is let through so a hand-written history
+# block parses too. Names are NAME_RE's, so the name needs no JSON unescaping.
+_HEAD = re.compile(r'\s*<tool_call>\s*\{\s*"name"\s*:\s*"([A-Za-z0-9_-]{1,64})"\s*,\s*"arguments"\s*:\s*')
+_TAIL = re.compile(r"\s*\}\s*</tool_call>")
+_DECODER = json.JSONDecoder()
+
+
+@dataclass(frozen=True)
+class Call:
+    """One complete call: its arguments are whole JSON followed by the object's ``}``
+    (the grammar forces the rest of the closing markup, so a call cut inside that markup
+    is complete too)."""
+
+    name: str
+    arguments: str  # the JSON as the model wrote it
+    key: str  # name and arguments in one canonical string: equal keys, an exact repeat
+    closed: bool  # its ``</tool_call>`` was written whole
+
+
+def scan_calls(text: str, pos: int = 0) -> tuple[list[Call], int]:
+    """The complete calls in ``text`` from ``pos``, and where the first call not yet
+    closed starts (a rescan as more text arrives starts there).
+
+    What follows the complete calls, if anything, is an unfinished call (still being
+    streamed, or cut by ``max_tokens``) and is never part of the answer."""
+    calls: list[Call] = []
+    while True:
+        head = _HEAD.match(text, pos)
+        if head is None:
+            return calls, pos
+        try:
+            value, end = _DECODER.raw_decode(text, head.end())
+        except ValueError:  # the arguments are still being written (or were cut)
+            return calls, pos
+        tail = _TAIL.match(text, end)
+        rest = text[end:].lstrip()
+        if tail is None and not (rest.startswith("}") and "</tool_call>".startswith(rest[1:].lstrip())):
+            return calls, pos  # not even the object's "}" yet
+        name = head.group(1)
+        key = json.dumps([name, value], sort_keys=True)
+        calls.append(Call(name, text[head.end():end], key, closed=tail is not None))
+        if tail is None:
+            return calls, pos
+        pos = tail.end()
+
+
+def _until_repeat(calls: list[Call]) -> tuple[list[Call], bool]:
+    """The calls before the first exact repeat of an earlier one, and whether one came."""
+    seen: set[str] = set()
+    for i, call in enumerate(calls):
+        if call.key in seen:
+            return calls[:i], True
+        seen.add(call.key)
+    return calls, False
+
+
 def _call_id() -> str:
     return "call_" + uuid.uuid4().hex[:24]
 
 
+def _openai_call(call: Call) -> dict[str, Any]:
+    return {"id": _call_id(), "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
+
+
+def is_call_answer(text: str) -> bool:
+    return text.lstrip().startswith(OPEN.strip())
+
+
 def parse_calls(text: str) -> list[dict[str, Any]] | None:
-    """The calls of a finished answer in OpenAI's shape, or None when it is a text reply."""
-    body = text.strip()
-    if not body.startswith(OPEN.strip()):
+    """An answer's complete calls in OpenAI's shape, up to the first exact repeat (an
+    unfinished last call is left out); None when it is a text reply."""
+    if not is_call_answer(text):
         return None
-    calls = []
-    for block in body.split(CLOSE):
-        block = block.strip()
-        if not block:
-            continue
-        if not block.startswith(OPEN):
-            return None
-        try:
-            obj = json.loads(block[len(OPEN):])
-        except ValueError:
-            return None
-        if not isinstance(obj, dict) or "name" not in obj:
-            return None
-        args = json.dumps(obj.get("arguments", {}), ensure_ascii=False)
-        calls.append({"id": _call_id(), "type": "function", "function": {"name": obj["name"], "arguments": args}})
-    return calls or None
+    calls, _ = scan_calls(text)
+    return [_openai_call(c) for c in _until_repeat(calls)[0]]
 
 
 def message(plan: ToolPlan, text: str, finish_reason: str | None) -> tuple[dict[str, Any], str | None]:
-    """The assistant message and finish reason for a finished answer."""
-    calls = parse_calls(text) if finish_reason == "stop" else None
-    if not calls:
+    """The assistant message and finish reason for a finished answer.
+
+    An answer of calls never shows the format's markup: its complete calls are the
+    message's calls. A repeat of an earlier call ended the turn ("tool_calls"); an
+    answer cut by ``max_tokens`` keeps "length", with the calls finished before the cut
+    (none: ``content`` is null)."""
+    if not is_call_answer(text):
         return {"role": "assistant", "content": text, "refusal": None}, finish_reason
+    found, _ = scan_calls(text)
+    calls, repeated = _until_repeat(found)
+    if not calls:
+        # under the grammar a call answer that stopped has a call; text that is not
+        # in the format is shown as it is rather than hidden
+        content = text if finish_reason == "stop" else None
+        return {"role": "assistant", "content": content, "refusal": None}, finish_reason
+    if repeated or finish_reason == "stop":
+        finish_reason = "function_call" if plan.legacy else "tool_calls"
+    answer: dict[str, Any] = {"role": "assistant", "content": None, "refusal": None}
     if plan.legacy:
-        return {"role": "assistant", "content": None, "refusal": None, "function_call": calls[0]["function"]}, "function_call"
-    return {"role": "assistant", "content": None, "refusal": None, "tool_calls": calls}, "tool_calls"
+        return answer | {"function_call": _openai_call(calls[0])["function"]}, finish_reason
+    return answer | {"tool_calls": [_openai_call(c) for c in calls]}, finish_reason
+
+
+def turn_ender(plan: ToolPlan) -> Callable[[Hashable, str], bool]:
+    """For a plain answer: fed each sequence's text as it grows, True once an exact
+    repeat of an earlier call has ended that sequence's turn (so generation can stop)."""
+    streams: dict[Hashable, DeltaStream] = {}
+
+    def ends_turn(sequence: Hashable, text: str) -> bool:
+        stream = streams.setdefault(sequence, DeltaStream(legacy=plan.legacy))
+        stream.feed(text)
+        return stream.ended
+
+    return ends_turn
 
 
 @dataclass
@@ -255,19 +338,26 @@ class DeltaStream:
     """Turns one choice's streamed text into OpenAI chat deltas.
 
     Text that could still be the start of ``<tool_call>`` is held back until it is
-    known; a call's first delta carries ``index``, ``id``, ``type`` and the name, then
-    its ``arguments`` follow in fragments (the closing ``}`` + tag held back).
+    known. A call is held back until it is complete (see :class:`Call`), then sent as
+    two deltas: the first carries ``index``, ``id``, ``type``, the name and empty
+    ``arguments``, the second the whole arguments. So a stream shows the same calls as
+    the plain answer: an exact repeat of an earlier call is never sent and ends the
+    turn (``ended``: the caller stops reading), and a call cut by ``max_tokens`` is
+    never begun.
     """
 
     legacy: bool = False
     buf: str = ""
-    pos: int = 0  # how much of buf has been turned into deltas
+    pos: int = 0  # where the first call not yet closed starts
     mode: str = "undecided"  # undecided | text | calls
-    calls: int = 0
-    in_call: bool = False
-    _pending: list[dict[str, Any]] = field(default_factory=list)
+    calls: int = 0  # calls sent
+    ended: bool = False  # a repeat ended the turn
+    _sent_open: bool = False  # the call at ``pos`` (closing markup unfinished) was sent
+    _seen: set[str] = field(default_factory=set)
 
     def feed(self, text: str, *, final: bool = False) -> list[dict[str, Any]]:
+        if self.ended:
+            return []
         self.buf += text
         out: list[dict[str, Any]] = []
         if self.mode == "undecided":
@@ -281,45 +371,30 @@ class DeltaStream:
                 out.append({"content": self.buf[self.pos:]})
                 self.pos = len(self.buf)
         elif self.mode == "calls":
-            out += self._calls(final)
+            out += self._calls()
         return out
 
-    def _calls(self, final: bool) -> list[dict[str, Any]]:
+    def _calls(self) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
-        while True:
-            if not self.in_call:
-                start = self.buf.find(OPEN, self.pos)
-                head_end = self.buf.find(ARGUMENTS, start) if start >= 0 else -1
-                if head_end < 0:
-                    return out
-                try:
-                    name = json.loads(self.buf[start + len(OPEN):head_end].rstrip(", ") + "}")["name"]
-                except (ValueError, KeyError):
-                    return out
-                self.pos = head_end + len(ARGUMENTS)
-                self.in_call = True
-                first = {"name": name, "arguments": ""}
-                if self.legacy:
-                    out.append({"function_call": first})
-                else:
-                    out.append({"tool_calls": [{"index": self.calls, "id": _call_id(), "type": "function", "function": first}]})
-            end = self.buf.find("}" + CLOSE, self.pos)
-            stop = end if end >= 0 else (len(self.buf) if final else max(self.pos, len(self.buf) - len("}" + CLOSE)))
-            if stop > self.pos:
-                out.append(self._args(self.buf[self.pos:stop]))
-                self.pos = stop
-            if end < 0:
+        found, self.pos = scan_calls(self.buf, self.pos)
+        for call in found[1 if self._sent_open else 0:]:
+            if call.key in self._seen:
+                self.ended = True
                 return out
-            self.pos = end + len("}" + CLOSE)
-            self.in_call = False
+            self._seen.add(call.key)
+            out += self._deltas(call)
             self.calls += 1
+        self._sent_open = bool(found) and not found[-1].closed
+        return out
 
-    def _args(self, fragment: str) -> dict[str, Any]:
+    def _deltas(self, call: Call) -> list[dict[str, Any]]:
         if self.legacy:
-            return {"function_call": {"arguments": fragment}}
-        return {"tool_calls": [{"index": self.calls, "function": {"arguments": fragment}}]}
+            return [{"function_call": {"name": call.name, "arguments": ""}}, {"function_call": {"arguments": call.arguments}}]
+        first = {"index": self.calls, "id": _call_id(), "type": "function", "function": {"name": call.name, "arguments": ""}}
+        return [{"tool_calls": [first]}, {"tool_calls": [{"index": self.calls, "function": {"arguments": call.arguments}}]}]
 
     def finish_reason(self, reason: str | None) -> str | None:
-        if reason == "stop" and self.mode == "calls" and self.calls:
+        """The choice's finish reason: as for a plain answer (see :func:`message`)."""
+        if self.mode == "calls" and self.calls and (self.ended or reason == "stop"):
             return "function_call" if self.legacy else "tool_calls"
         return reason

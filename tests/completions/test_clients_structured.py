@@ -1,5 +1,6 @@
 """The real client libraries, unchanged, against the real server and SmolLM2: LangChain's
-``with_structured_output`` (each method) and ``bind_tools``, and instructor's modes."""
+``with_structured_output`` (each method), ``bind_tools`` and ``create_agent``'s
+``response_format``, pydantic-ai's typed output, and instructor's modes."""
 
 from __future__ import annotations
 
@@ -58,6 +59,29 @@ def test_langchain_bind_tools(llm):
     answer = llm.bind_tools([get_weather]).invoke(
         [("user", "What is the weather in Paris?"), message, result])
     assert answer.content or answer.tool_calls
+
+
+# create_agent(response_format=...) and pydantic-ai's default output_type both ask for
+# tool_choice "required" with parallel calls allowed, where SmolLM2 repeats its call
+# until max_tokens: they get the calls before the first repeat.
+def test_langchain_create_agent_response_format(llm):
+    from langchain.agents import create_agent
+
+    agent = create_agent(llm.model_copy(update={"max_tokens": 120}), tools=[], response_format=City)
+    state = agent.invoke({"messages": [{"role": "user", "content": "Which city is the capital of France?"}]})
+    city = state["structured_response"]
+    assert isinstance(city, City) and city.name and city.country
+
+
+def test_pydantic_ai_output_type(live_server_url):
+    from pydantic_ai import Agent
+    from pydantic_ai.models.openai import OpenAIChatModel
+    from pydantic_ai.providers.openai import OpenAIProvider
+
+    provider = OpenAIProvider(base_url=f"{live_server_url}/v1", api_key="not-needed")
+    agent = Agent(OpenAIChatModel(MODEL, provider=provider), output_type=City, retries=0)
+    result = agent.run_sync("Which city is the capital of France?", model_settings={"temperature": 0, "max_tokens": 120})
+    assert isinstance(result.output, City) and result.output.name and result.output.country
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,7 @@
 """Tool calling over real HTTP with the real SmolLM2 (whose template knows no tools,
 so the generic format is used): every tool_choice mode, parallel_tool_calls, streamed
-deltas, a round trip with a tool message, and the older functions/function_call."""
+deltas, a round trip with a tool message, the older functions/function_call, and answers
+that repeat a call or are cut by max_tokens (plain and streamed through the openai SDK)."""
 
 from __future__ import annotations
 
@@ -77,14 +78,11 @@ def test_auto_none_and_parallel_false(live_server_url):
             assert len(valid_calls(choice["message"])) == 1
 
 
-def test_streamed_deltas_reassemble_into_the_plain_calls(openai_client):
-    kwargs = dict(model=MODEL, messages=ASK, tools=TOOLS, tool_choice="required", parallel_tool_calls=False,
-                  temperature=0, max_tokens=80)
-    plain = openai_client.chat.completions.create(**kwargs).choices[0]
-    assert plain.finish_reason == "tool_calls"
+def streamed_calls(client, **kwargs) -> tuple[list[tuple[str, dict]], list[str]]:
+    """A stream's calls, reassembled from its deltas, and its finish reasons."""
     calls: dict[int, dict] = {}
     finishes = []
-    for chunk in openai_client.chat.completions.create(**kwargs, stream=True):
+    for chunk in client.chat.completions.create(**kwargs, stream=True):
         choice = chunk.choices[0]
         for tc in choice.delta.tool_calls or []:
             if tc.index not in calls:  # the first delta of a call names it
@@ -93,12 +91,48 @@ def test_streamed_deltas_reassemble_into_the_plain_calls(openai_client):
             else:
                 assert tc.id is None and tc.function.name is None
                 calls[tc.index]["arguments"] += tc.function.arguments
+        assert not choice.delta.content  # never the format's markup
         if choice.finish_reason:
             finishes.append(choice.finish_reason)
-    assert finishes == ["tool_calls"]
-    assert [(c["name"], json.loads(c["arguments"])) for c in calls.values()] == [
-        (tc.function.name, json.loads(tc.function.arguments)) for tc in plain.message.tool_calls
-    ]
+    for call in calls.values():
+        jsonschema.validate(json.loads(call["arguments"]), PARAMS[call["name"]])
+    return [(c["name"], json.loads(c["arguments"])) for c in calls.values()], finishes
+
+
+def plain_calls(message) -> list[tuple[str, dict]]:
+    return [(c["function"]["name"], json.loads(c["function"]["arguments"])) for c in valid_calls(message.model_dump())]
+
+
+def test_streamed_deltas_reassemble_into_the_plain_calls(openai_client):
+    kwargs = dict(model=MODEL, messages=ASK, tools=TOOLS, tool_choice="required", parallel_tool_calls=False,
+                  temperature=0, max_tokens=80)
+    plain = openai_client.chat.completions.create(**kwargs).choices[0]
+    assert plain.finish_reason == "tool_calls"
+    assert streamed_calls(openai_client, **kwargs) == (plain_calls(plain.message), ["tool_calls"])
+
+
+def test_a_repeated_call_ends_the_turn(openai_client):
+    # With parallel calls allowed SmolLM2 writes its calls again and again until
+    # max_tokens: the first exact repeat ends the turn and is dropped.
+    kwargs = dict(model=MODEL, messages=ASK, tools=TOOLS, tool_choice="required", temperature=0, max_tokens=120)
+    plain = openai_client.chat.completions.create(**kwargs)
+    choice = plain.choices[0]
+    assert choice.finish_reason == "tool_calls" and plain.usage.completion_tokens < 120
+    calls = plain_calls(choice.message)
+    assert calls and len({json.dumps(c, sort_keys=True) for c in calls}) == len(calls)
+    assert streamed_calls(openai_client, **kwargs) == (calls, ["tool_calls"])
+
+
+def test_an_answer_cut_by_max_tokens_keeps_its_complete_calls(openai_client):
+    # 40 tokens hold SmolLM2's first call and cut its second one
+    kwargs = dict(model=MODEL, messages=ASK, tools=TOOLS, tool_choice="required", temperature=0, max_tokens=40)
+    choice = openai_client.chat.completions.create(**kwargs).choices[0]
+    assert choice.finish_reason == "length"
+    calls = plain_calls(choice.message)
+    assert len(calls) == 1
+    assert streamed_calls(openai_client, **kwargs) == (calls, ["length"])
+    choice = openai_client.chat.completions.create(**kwargs | {"max_tokens": 20}).choices[0]
+    assert (choice.finish_reason, choice.message.content, choice.message.tool_calls) == ("length", None, None)
 
 
 def test_round_trip_with_a_tool_message(openai_client):

@@ -1,5 +1,6 @@
 """Tool-call shapes without a model: parsing a finished answer, streamed deltas however
-the text is split, and the generic prompt's rendering of a tool round trip."""
+the text is split, answers that repeat a call or are cut by max_tokens (plain and
+streamed alike), and the generic prompt's rendering of a tool round trip."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import json
 import pytest
 from rest_framework import serializers
 
-from completions.tools import DeltaStream, parse_calls, render_messages, validate_tools
+from completions.tools import DeltaStream, message, parse_calls, render_messages, validate_tools
 
 WEATHER = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
 TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": WEATHER}},
@@ -23,14 +24,31 @@ def test_parse_calls():
     assert json.loads(calls[0]["function"]["arguments"]) == {"city": "Paris}\n"}
     assert all(c["id"].startswith("call_") and c["type"] == "function" for c in calls)
     assert parse_calls("It is sunny.") is None
-    assert parse_calls('<tool_call>\n{"name": "get_weather", "arguments": {"ci') is None
+    assert parse_calls('<tool_call>\n{"name": "get_weather", "arguments": {"ci') == []  # cut: no complete call
+    tricky = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "}\\n</tool_call>"}}\n</tool_call>'
+    assert [json.loads(c["function"]["arguments"]) for c in parse_calls(tricky)] == [{"city": "}\n</tool_call>"}]
+
+
+def streamed(text: str, step: int) -> tuple[DeltaStream, list[dict]]:
+    stream, events = DeltaStream(), []
+    for i in range(0, len(text), step):
+        events += stream.feed(text[i:i + step], final=i + step >= len(text))
+    return stream, events
+
+
+def reassemble(events: list[dict]) -> list[tuple[str, object]]:
+    calls: dict[int, dict] = {}
+    for event in events:
+        (tc,) = event["tool_calls"]
+        calls.setdefault(tc["index"], {"name": tc["function"].get("name"), "arguments": ""})
+        calls[tc["index"]]["arguments"] += tc["function"]["arguments"]
+    assert not any("tool_call" in c["arguments"] for c in calls.values())  # never the markup
+    return [(c["name"], json.loads(c["arguments"])) for c in calls.values()]
 
 
 @pytest.mark.parametrize("step", [1, 2, 5, 13, 1000])
 def test_streamed_deltas_reassemble(step):
-    stream, events = DeltaStream(), []
-    for i in range(0, len(TWO_CALLS), step):
-        events += stream.feed(TWO_CALLS[i:i + step], final=i + step >= len(TWO_CALLS))
+    stream, events = streamed(TWO_CALLS, step)
     calls: dict[int, dict] = {}
     for event in events:
         assert set(event) == {"tool_calls"}
@@ -80,3 +98,58 @@ def test_tool_choice_modes():
     assert legacy.legacy and legacy.choice == "get_weather" and not legacy.parallel
     with pytest.raises(serializers.ValidationError):
         validate_tools({"tools": TOOLS, "tool_choice": {"type": "function", "function": {"name": "nope"}}})
+
+
+# What SmolLM2 writes for tool_choice "required" at temperature 0 with parallel calls
+# allowed: the first call again, and again, until max_tokens cuts one.
+WEATHER_CALL = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris", "unit": "celsius"}}\n</tool_call>'
+TIME_CALL = '<tool_call>\n{"name": "get_time", "arguments": {"timezone": "Europe/Paris"}}\n</tool_call>'
+REPEATING = "\n".join([WEATHER_CALL, TIME_CALL, WEATHER_CALL, TIME_CALL]) + '\n<tool_call>\n{"name": "get'
+FIRST_TWO = [("get_weather", {"city": "Paris", "unit": "celsius"}), ("get_time", {"timezone": "Europe/Paris"})]
+PLAN = validate_tools({"tools": TOOLS, "tool_choice": "required"})
+
+
+def plain(text: str, finish: str) -> tuple[list[tuple[str, object]], str, dict]:
+    msg, reason = message(PLAN, text, finish)
+    calls = [(c["function"]["name"], json.loads(c["function"]["arguments"])) for c in msg.get("tool_calls") or []]
+    return calls, reason, msg
+
+
+@pytest.mark.parametrize("step", [1, 3, 1000])
+def test_an_exact_repeat_ends_the_turn_plain_and_streamed(step):
+    calls, reason, msg = plain(REPEATING, "length")
+    assert (calls, reason, msg["content"]) == (FIRST_TWO, "tool_calls", None)
+    stream, events = DeltaStream(), []
+    for i in range(0, len(REPEATING), step):
+        events += stream.feed(REPEATING[i:i + step])
+        if stream.ended:  # the server stops reading here, and the stream ends
+            break
+    assert stream.ended and (step > len(WEATHER_CALL) or i + step < len(REPEATING) - len(TIME_CALL))
+    assert reassemble(events) == FIRST_TWO
+    assert stream.finish_reason(None) == "tool_calls"
+    # the same arguments written differently are still a repeat; other arguments are not
+    spaced = WEATHER_CALL + "\n" + WEATHER_CALL.replace('"Paris", "unit"', '"Paris",  "unit"')
+    assert plain(spaced, "stop")[:2] == (FIRST_TWO[:1], "tool_calls")
+    other = WEATHER_CALL + "\n" + WEATHER_CALL.replace("Paris", "Lyon")
+    assert len(plain(other, "stop")[0]) == 2
+
+
+@pytest.mark.parametrize("cut", range(1, len(TIME_CALL) + 1))
+def test_an_answer_cut_by_max_tokens_keeps_its_complete_calls(cut):
+    text = WEATHER_CALL + "\n" + TIME_CALL[:cut]
+    # the arguments and the object's "}" are written: the rest of the markup is forced
+    whole = cut >= TIME_CALL.index("}}") + 2
+    expected = FIRST_TWO if whole else FIRST_TWO[:1]
+    calls, reason, msg = plain(text, "length")
+    assert (calls, reason, msg["content"]) == (expected, "length", None)
+    for step in (1, 4, 1000):
+        stream, events = streamed(text, step)
+        assert reassemble(events) == expected and stream.finish_reason("length") == "length"
+
+
+def test_a_cut_answer_without_a_complete_call_has_no_content():
+    calls, reason, msg = plain(WEATHER_CALL[:40], "length")
+    assert (calls, reason, msg["content"]) == ([], "length", None) and "tool_calls" not in msg
+    stream, events = streamed(WEATHER_CALL[:40], 1)
+    assert events == [] and stream.finish_reason("length") == "length"
+    assert plain(WEATHER_CALL, "stop")[:2] == (FIRST_TWO[:1], "tool_calls")
