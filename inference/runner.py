@@ -14,7 +14,8 @@ directly:
   are those of transformers' ``apply_rotary_pos_emb``);
 * attention goes straight to :func:`inference.paged_attention.paged_attention`;
 * the LM head runs only over the positions whose logits are used, and not at all in a
-  step where every row is still reading its prompt;
+  step where every row is still reading its prompt (except over the positions of a
+  prompt being scored, see :func:`step_forward`);
 * float32 weights are packed once for oneDNN (:mod:`inference.packed`): on the AMD
   machines this project runs on, about twice MKL's speed at decode batch sizes, and a
   row's numbers no longer depend on how many rows share the step.
@@ -28,6 +29,8 @@ keep transformers' forward.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -177,7 +180,7 @@ class DecoderRunner:
 
     def final_hidden(self, ids: torch.Tensor) -> torch.Tensor:
         """The normed last hidden states ``[T, hidden]`` of one sequence read alone,
-        outside the pool (plain causal attention): prompt scoring."""
+        outside the pool (plain causal attention): a reference for the pool's forward."""
         positions = torch.arange(ids.shape[0], device=ids.device)
         return self.final_norm(self._layers(ids, positions, None))
 
@@ -217,14 +220,56 @@ def runner_for(model: nn.Module) -> DecoderRunner | None:
     return runner
 
 
+@dataclass
+class StepOutput:
+    """One step's results. ``logits``: ``[len(keep), vocab]``, the rows that sample next
+    (None when none does). ``scored``: the final hidden states of the prompt positions
+    being scored, ``[len(score), hidden]``, which ``head`` turns into logits piece by
+    piece (so a chunk never holds ``chunk x vocab`` floats at once); where the model
+    offers no separate head, ``head`` is None and ``scored`` are the logits already."""
+
+    logits: torch.Tensor | None
+    scored: torch.Tensor | None = None
+    head: Callable[[torch.Tensor], torch.Tensor] | None = None
+
+
 def step_logits(model: Any, runner: DecoderRunner | None, ids: list[int], positions: list[int],
                 plan: StepPlan, keep: list[int], device: torch.device) -> torch.Tensor | None:
     """Logits ``[len(keep), vocab]`` of one scheduler step, or None if ``keep`` is empty."""
+    return step_forward(model, runner, ids, positions, plan, keep, [], device).logits
+
+
+def step_forward(model: Any, runner: DecoderRunner | None, ids: list[int], positions: list[int],
+                 plan: StepPlan, keep: list[int], score: list[int], device: torch.device) -> StepOutput:
+    """One scheduler step: logits at ``keep`` and, for prompt scoring, what gives the
+    logits at ``score`` (indices into the flattened step; see :class:`StepOutput`)."""
     ids_t = torch.tensor(ids, dtype=torch.long, device=device)
     pos_t = torch.tensor(positions, dtype=torch.long, device=device)
     keep_t = torch.tensor(keep, dtype=torch.long, device=device) if keep else None
+    score_t = torch.tensor(score, dtype=torch.long, device=device) if score else None
     if runner is not None:
-        return runner(ids_t, pos_t, plan, keep_t)
-    out = model(input_ids=ids_t[None], position_ids=pos_t[None], kv_plan=plan, use_cache=False,
-                logits_to_keep=keep_t if keep_t is not None else 1)
-    return out.logits[0] if keep_t is not None else None
+        if score_t is None:
+            return StepOutput(runner(ids_t, pos_t, plan, keep_t))
+        h = runner._layers(ids_t, pos_t, plan)
+        logits = runner.head(runner.final_norm(h.index_select(0, keep_t))) if keep_t is not None else None
+        return StepOutput(logits, runner.final_norm(h.index_select(0, score_t)), runner.head)
+    if score_t is None:
+        out = model(input_ids=ids_t[None], position_ids=pos_t[None], kv_plan=plan, use_cache=False,
+                    logits_to_keep=keep_t if keep_t is not None else 1)
+        return StepOutput(out.logits[0] if keep_t is not None else None)
+    head, base = model.get_output_embeddings(), getattr(model, "base_model", None)
+    if head is None or base is None or base is model:
+        # No separate decoder to call: the model's own logits at both sets of positions.
+        both = torch.cat([keep_t, score_t]) if keep_t is not None else score_t
+        out = model(input_ids=ids_t[None], position_ids=pos_t[None], kv_plan=plan, use_cache=False,
+                    logits_to_keep=both).logits[0]
+        return StepOutput(out[: len(keep)] if keep else None, out[len(keep) :])
+    softcap = getattr(model.config, "final_logit_softcapping", None)
+
+    def logits_of(hidden: torch.Tensor) -> torch.Tensor:
+        logits = head(hidden)
+        return torch.tanh(logits / softcap) * softcap if softcap else logits
+
+    h = base(input_ids=ids_t[None], position_ids=pos_t[None], kv_plan=plan, use_cache=False).last_hidden_state[0]
+    logits = logits_of(h.index_select(0, keep_t)) if keep_t is not None else None
+    return StepOutput(logits, h.index_select(0, score_t), logits_of)

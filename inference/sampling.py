@@ -28,6 +28,7 @@ never rebuilt from the whole history: a step costs O(rows x vocab).
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -245,3 +246,35 @@ def sample_step(logits: torch.Tensor, rows: list[RowState], vocab_size: int) -> 
                 alts = [(i, v) for i, v in zip(top_i[j, :kr].tolist(), top_v[j, :kr].tolist()) if v != float("-inf")]
             logprobs[r] = (chosen[j], alts)
     return StepResult(tokens=tokens, logprobs=logprobs)
+
+
+# Prompt positions turned into logits at once while scoring: the peak is this many rows
+# of vocab-wide float32 (25 MB for a 49k vocabulary), whatever the chunk's length.
+SCORE_PIECE = 128
+
+
+def prompt_logprobs(
+    scored: torch.Tensor,
+    head: Callable[[torch.Tensor], torch.Tensor] | None,
+    targets: list[int],
+    top: int,
+    vocab_size: int,
+) -> list[tuple[float, list[tuple[int, float]]]]:
+    """Per scored prompt position: the logprob of the token that follows it in the
+    prompt (``targets``) and the ``top`` most likely tokens there, from the model's raw
+    logits (no penalty or bias applies to a prompt). ``scored``: final hidden states
+    that ``head`` turns into logits, or the logits themselves when ``head`` is None."""
+    out: list[tuple[float, list[tuple[int, float]]]] = []
+    want = torch.tensor(targets, dtype=torch.long, device=scored.device)
+    for start in range(0, scored.shape[0], SCORE_PIECE):
+        piece = scored[start : start + SCORE_PIECE]
+        logits = (head(piece) if head is not None else piece)[:, :vocab_size].float()
+        lp = torch.log_softmax(logits, dim=-1)
+        chosen = lp.gather(1, want[start : start + SCORE_PIECE, None]).squeeze(1).tolist()
+        if top:
+            values, indices = lp.topk(top, dim=-1)
+            alts = [list(zip(i, v)) for i, v in zip(indices.tolist(), values.tolist())]
+        else:
+            alts = [[] for _ in chosen]
+        out.extend(zip(chosen, alts))
+    return out

@@ -128,6 +128,30 @@ def stream_frames(url: str, path: str, body: dict) -> list[dict]:
     return [json.loads(chunk) for chunk in chunks[:-1]]
 
 
+def test_echo_logprobs_of_several_prompts_come_from_their_own_reading(live_server_url):
+    """echo + logprobs: each prompt is scored while the engine reads it, alone (max_tokens
+    0) or before generating; the prompt's logprobs are the same either way, streamed or
+    not, and each prompt gets its own."""
+    prompts = ["The capital of France is", "One, two, three, four,"]
+    body = {"model": MODEL, "prompt": prompts, "echo": True, "logprobs": 3, "temperature": 0}
+    scored = post(live_server_url, "/v1/completions", body | {"max_tokens": 0}).json()
+    generated = post(live_server_url, "/v1/completions", body | {"max_tokens": 4}).json()
+    streamed = stream_frames(live_server_url, "/v1/completions", body | {"max_tokens": 0})
+    first_chunk = {c["index"]: c["logprobs"] for f in streamed for c in f["choices"] if c["logprobs"]}
+    assert scored["usage"]["completion_tokens"] == 0
+    for index, prompt in enumerate(prompts):
+        alone, both = scored["choices"][index], generated["choices"][index]
+        assert alone["text"] == prompt and alone["finish_reason"] == "length" and both["text"].startswith(prompt)
+        lp, sent = alone["logprobs"], len(alone["logprobs"]["tokens"])
+        assert lp["token_logprobs"][0] is None and all(len(top) == 3 for top in lp["top_logprobs"][1:])
+        assert both["logprobs"]["tokens"][:sent] == lp["tokens"] and len(both["logprobs"]["tokens"]) == sent + 4
+        for a, b in zip(lp["token_logprobs"][1:], both["logprobs"]["token_logprobs"][1:sent]):
+            assert abs(a - b) < 1e-4
+        assert first_chunk[index]["tokens"] == lp["tokens"]
+        assert first_chunk[index]["token_logprobs"][1:] == pytest.approx(lp["token_logprobs"][1:], abs=1e-4)
+    assert scored["choices"][0]["logprobs"]["tokens"] != scored["choices"][1]["logprobs"]["tokens"]
+
+
 # ------------------------------------------------------- EOS in usage, streamed usage stats
 RAW_CHAT = "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n"
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
