@@ -92,6 +92,14 @@ class Embedder:
         """Tokens the model sees for ``text``, special tokens ([CLS]/[SEP]) included."""
         return len(self.tokenizer(text, add_special_tokens=True, truncation=False)["input_ids"])
 
+    def encode_text(self, text: str) -> list[int]:
+        """The ids the model reads for ``text``, special tokens included."""
+        return list(self.tokenizer(text, add_special_tokens=True, truncation=False)["input_ids"])
+
+    def embed_encoded(self, encoded: list[list[int]]) -> EmbeddingResult:
+        """Embeddings of texts already encoded with :meth:`encode_text` (reranking)."""
+        return self._embed_ids(encoded)
+
     def embed_texts(self, texts: list[str]) -> EmbeddingResult:
         encoded = [list(self.tokenizer(t, add_special_tokens=True, truncation=False)["input_ids"]) for t in texts]
         return self._embed_ids(encoded)

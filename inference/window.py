@@ -3,8 +3,8 @@
 Torch-free, so ``GET /v1/models/{id}`` can report the window the engine will enforce
 for a model that is not loaded yet. The rules are the engine's own: a registry override
 first; for generation the config's position limit, else the tokenizer's, else the
-server default; for embeddings sentence-transformers' ``max_seq_length``, else the
-smaller of the config's and the tokenizer's limits. A GGUF file is read for its
+server default; for embeddings and cross-encoders sentence-transformers'
+``max_seq_length``, else the smaller of the config's and the tokenizer's limits. A GGUF file is read for its
 ``<architecture>.context_length`` header entry, without reading the weights.
 """
 
@@ -48,7 +48,7 @@ def declared_window(path: Path, task: str, default: int) -> int | None:
         return None
     config = _json(path / "config.json")
     tokenizer_max = _json(path / "tokenizer_config.json").get("model_max_length")
-    if task == "embeddings":
+    if task in ("embeddings", "rerank"):  # encoders: the smaller of the declared limits
         sentence_max = _json(path / "sentence_bert_config.json").get("max_seq_length")
         return embedding_window(sentence_max, config.get("max_position_embeddings"), tokenizer_max)
     return generation_window(config, tokenizer_max, default)

@@ -8,6 +8,12 @@ extensions: ``path`` (a local folder/file) or ``package`` instead of ``hf_repo``
 gives ``upstream`` (a base URL or a list of them) instead, and may give
 ``upstream_model``, ``api_key_env`` (the name of an environment variable holding the
 upstream's key: keys never belong in a file), ``timeout`` and ``max_concurrency``.
+``sampling_defaults`` (a mapping of ``temperature``, ``top_p``, ``top_k``, ``min_p``,
+``repetition_penalty``, ``presence_penalty``, ``frequency_penalty``, ``max_tokens``,
+``stop``) sets the row's sampling defaults, all of them (a key left out clears that
+one); without it a new row is seeded from its model's generation_config.json and an
+existing row keeps its defaults, so an admin's edit survives a re-import (an upstream or
+non-generation entry has none).
 Importing the same file twice changes nothing.
 """
 
@@ -23,7 +29,8 @@ import yaml
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
-from models_api.models import ModelEntry
+from models_api.models import SAMPLING_FIELDS, ModelEntry
+from models_api.sampling import seed_sampling_defaults
 from upstream.credentials import UnreadableKey, decrypt_key, encrypt_key
 
 UPSTREAM_KEY = "upstream_api_key"  # the one column whose stored form is not the value
@@ -116,6 +123,12 @@ def entry_fields(raw: dict[str, Any], position: int) -> dict[str, Any]:
     }
     if source_type == ModelEntry.SourceType.UPSTREAM:
         values |= _upstream_fields(raw, name)
+    if "sampling_defaults" in raw:
+        values |= _sampling_fields(raw["sampling_defaults"], name)
+    elif source_type == ModelEntry.SourceType.UPSTREAM or values["task"] != ModelEntry.Task.TEXT_GENERATION:
+        # Only rows this server generates with have defaults: a row the file turns into
+        # an upstream or embeddings model (say, a default row) loses the ones it had.
+        values |= _sampling_fields({}, name)
     metadata = raw.get("metadata") or {}
     if not isinstance(metadata, dict):
         raise RegistryFileError(f"Entry '{name}': 'metadata' must be a mapping.")
@@ -154,6 +167,30 @@ def _upstream_fields(raw: dict[str, Any], name: str) -> dict[str, Any]:
     return values
 
 
+def _sampling_fields(raw: Any, name: str) -> dict[str, Any]:
+    """The sampling-default columns of ``sampling_defaults`` (every one: a key left out
+    is no default). Values are checked by the model's clean(), named by their key."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise RegistryFileError(f"Entry '{name}': 'sampling_defaults' must be a mapping.")
+    unknown = sorted(set(raw) - set(SAMPLING_FIELDS))
+    if unknown:
+        raise RegistryFileError(
+            f"Entry '{name}': sampling_defaults.{unknown[0]} is not a sampling field "
+            f"(known: {', '.join(SAMPLING_FIELDS)})."
+        )
+    values = {f"default_{field_name}": raw.get(field_name) for field_name in SAMPLING_FIELDS}
+    stop = values["default_stop"]
+    values["default_stop"] = [] if stop is None else [stop] if isinstance(stop, str) else stop
+    return values
+
+
+def _field_label(column: str) -> str:
+    """A column as the file names it (``default_top_p`` is ``sampling_defaults.top_p``)."""
+    return f"sampling_defaults.{column.removeprefix('default_')}" if column.startswith("default_") else column
+
+
 def _same(entry: ModelEntry, name: str, value: Any) -> bool:
     """Whether a column already holds a value (the upstream key is stored encrypted, with
     a fresh nonce each time: compare it decrypted)."""
@@ -188,10 +225,12 @@ def import_registry(entries: list[dict[str, Any]]) -> ImportReport:
             continue
         for name in changed:
             setattr(entry, name, encrypt_key(values[name]) if name == UPSTREAM_KEY else values[name])
+        if is_new and "default_temperature" not in values:
+            seed_sampling_defaults(entry)
         try:
             entry.full_clean()
         except ValidationError as exc:
-            details = "; ".join(f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items())
+            details = "; ".join(f"{_field_label(k)}: {' '.join(v)}" for k, v in exc.message_dict.items())
             raise RegistryFileError(f"Entry '{model_id}' is invalid: {details}") from None
         entry.save()
         (report.created if is_new else report.updated).append(model_id)

@@ -59,13 +59,30 @@ def get_served_entry(model_id: str, *, allowed: Iterable[str] | None = None) -> 
     return entry
 
 
+TASK_HINTS = {
+    ModelEntry.Task.EMBEDDINGS: "it is an embeddings model: use /v1/embeddings (or /v1/rerank, /score)",
+    ModelEntry.Task.RERANK: "it is a reranking model: use /v1/rerank or /score",
+    ModelEntry.Task.TEXT_GENERATION: "it is a text generation model: use /v1/completions or /v1/chat/completions",
+}
+PURPOSES = {
+    ModelEntry.Task.EMBEDDINGS: "embeddings",
+    ModelEntry.Task.RERANK: "reranking",
+    ModelEntry.Task.TEXT_GENERATION: "text generation",
+}
+
+
 def wrong_task(entry: ModelEntry, wanted: str) -> APIError:
-    if entry.task == ModelEntry.Task.EMBEDDINGS:
-        hint = "it is an embeddings model: use /v1/embeddings"
-    else:
-        hint = "it is a text generation model: use /v1/completions or /v1/chat/completions"
-    purpose = "embeddings" if wanted == ModelEntry.Task.EMBEDDINGS else "text generation"
+    hint = TASK_HINTS.get(entry.task, f"its task is {entry.task}")
+    purpose = PURPOSES.get(wanted, wanted)
     return APIError(400, f"The model '{entry.model_id}' cannot be used for {purpose}; {hint}.", param="model")
+
+
+def sampling_defaults(entry: ModelEntry) -> dict:
+    """The row's sampling defaults in force: what a request that leaves a field out gets
+    instead of OpenAI's default (none with MODEL_SAMPLING_DEFAULTS=0)."""
+    if not _conf("MODEL_SAMPLING_DEFAULTS") or entry.is_upstream or entry.task != ModelEntry.Task.TEXT_GENERATION:
+        return {}
+    return entry.sampling_defaults()
 
 
 def allowed_models(request) -> tuple[str, ...] | None:

@@ -10,7 +10,7 @@ from django.views.decorators.http import require_GET
 
 from models_api.engine import loaded_format
 from models_api.models import ModelEntry
-from models_api.selectors import aget_served_entry, allowed_models, context_window, served_entries
+from models_api.selectors import aget_served_entry, allowed_models, context_window, sampling_defaults, served_entries
 
 
 def model_object(entry: ModelEntry) -> dict:
@@ -34,6 +34,7 @@ async def retrieve_model(request: HttpRequest, model_id: str) -> JsonResponse:
         "max_context_tokens": entry.max_context_tokens if entry.is_upstream else await asyncio.to_thread(context_window, entry),
         "dtype": entry.dtype,
         "loaded_format": loaded_format(entry),
+        "sampling_defaults": sampling_defaults(entry),
         "metadata": entry.metadata(),
     }
     return JsonResponse(body)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from models_api.models import ModelEntry
+from models_api.models import SAMPLING_FIELDS, ModelEntry
 
 pytestmark = pytest.mark.django_db
 
@@ -40,6 +42,9 @@ def form_data(entry: ModelEntry, **changes) -> dict:
         "source_links": "[]",
         "_save": "Save",
     }
+    for name in SAMPLING_FIELDS:  # the sampling defaults' boxes, as the page shows them
+        value = getattr(entry, f"default_{name}")
+        data[f"default_{name}"] = json.dumps(value or []) if name == "stop" else ("" if value is None else value)
     if entry.trust_remote_code:
         data["trust_remote_code"] = "on"
     data.update(changes)

@@ -300,3 +300,20 @@ def test_a_box_that_is_not_json_is_named_and_nothing_is_sent(open_page, playgrou
     assert page.locator("#error-message").text_content().startswith("The tools box is not valid JSON")
     assert page.locator(".message").count() == 0
     assert page.locator("#chat-input").input_value() == "Hello"
+
+
+def test_sampling_controls_are_pre_filled_from_the_models_defaults(open_page, playground_server):
+    base = playground_server.base_url
+    shown = httpx.get(f"{base}/v1/models/{MODEL}", timeout=30).json()["sampling_defaults"]
+    assert shown == {"temperature": 0.2, "top_p": 0.9}
+    page = open_page(f"{base}/playground/")
+    models_loaded(page)
+    assert page.input_value("#chat-temperature") == "0.2"
+    assert page.input_value("#chat-top-p") == "0.9"
+    assert page.input_value("#chat-max-tokens") == "256"  # no default of the model's: the page's own
+    assert page.locator("#chat-defaults").inner_text() == (
+        "Pre-filled from the model's sampling defaults: temperature 0.2, top_p 0.9.")
+    page.click(".tab[data-tab=probs]")
+    assert page.input_value("#probs-temperature") == "0.2"
+    page.click(".tab[data-tab=chat]")
+    screenshot(page, "sampling-defaults")

@@ -85,13 +85,13 @@ export async function apiStream(path, body, signal, onEvent) {
   }
 }
 
-// The served models, each with its task, from /v1/models and /v1/models/{id}.
+// The served models, each with its task and sampling defaults, from /v1/models and /v1/models/{id}.
 export async function listModels() {
   const list = await apiJSON("/v1/models");
   return Promise.all(
     list.data.map(async (model) => {
       const detail = await apiJSON(`/v1/models/${encodeURIComponent(model.id)}`);
-      return { id: model.id, task: detail.task, chat: Boolean(detail.chat) };
+      return { id: model.id, task: detail.task, chat: Boolean(detail.chat), samplingDefaults: detail.sampling_defaults || {} };
     }),
   );
 }

@@ -2,6 +2,7 @@
 
 import { ApiError, getKey, listModels, setKey } from "./api.js";
 import { initChat } from "./chat.js";
+import { applyDefaults, initDefaults } from "./defaults.js";
 import { initEmbed } from "./embed.js";
 import { initProbs } from "./probs.js";
 import { $, clearError, showError } from "./ui.js";
@@ -59,6 +60,7 @@ async function loadModels() {
   if (wanted && !models.some((m) => m.id === wanted && m.task === "text-generation")) {
     showError(new Error(`The model '${wanted}' is not served for text generation here (disabled, unknown, or not allowed for this key).`));
   }
+  applyDefaults(models);
   document.body.dataset.modelsLoaded = "true";
 }
 
@@ -82,6 +84,7 @@ function init() {
   });
   initChat();
   initProbs();
+  initDefaults();
   initEmbed();
   showKeyState();
   loadModels();
