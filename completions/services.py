@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
@@ -22,6 +22,7 @@ from inference.errors import InvalidInput
 from inference.types import GenerationRequest, SamplingParams, TokenLogprob
 from models_api.engine import aload_model
 from models_api.models import ModelEntry
+from models_api.selectors import sampling_defaults
 
 if TYPE_CHECKING:  # the engine pulls in torch: import it only where a model is used
     from inference.constraints import Grammar
@@ -65,9 +66,18 @@ def _cap(value: int, name: str) -> int:
     return value
 
 
-def _sampling(data: dict[str, Any], *, max_tokens: int, logprobs: int | None) -> SamplingParams:
+def _sampling(
+    data: dict[str, Any], *, max_tokens: int, logprobs: int | None, defaults: Mapping[str, Any]
+) -> SamplingParams:
+    """The request's sampling: each field as sent, else the registry row's default
+    (``defaults``, see models_api.selectors.sampling_defaults), else OpenAI's. Only a
+    field left out (or null) falls through: ``temperature: 0`` stays greedy and
+    ``stop: []`` means no stop strings."""
+
     def value(name: str, default: Any) -> Any:
         got = data.get(name)
+        if got is None:
+            got = defaults.get(name)
         return default if got is None else got
 
     top_k = value("top_k", 0)
@@ -82,7 +92,7 @@ def _sampling(data: dict[str, Any], *, max_tokens: int, logprobs: int | None) ->
         repetition_penalty=value("repetition_penalty", 1.0),
         logit_bias=value("logit_bias", ()),
         seed=data.get("seed"),
-        stop=value("stop", ()),
+        stop=tuple(value("stop", ())),
         logprobs=logprobs,
         min_tokens=value("min_tokens", 0),
         ignore_eos=bool(data.get("ignore_eos")),
@@ -90,6 +100,14 @@ def _sampling(data: dict[str, Any], *, max_tokens: int, logprobs: int | None) ->
         include_stop_str_in_output=bool(data.get("include_stop_str_in_output")),
         skip_special_tokens=value("skip_special_tokens", True),
     )
+
+
+def _default_length(defaults: Mapping[str, Any], left: int, fallback: int) -> int:
+    """max_tokens for a request that gives none: the row's default, cut to what is left
+    of the window (a default never turns a request into a 400), else ``fallback``."""
+    if defaults.get("max_tokens") is None:
+        return fallback
+    return max(1, min(int(defaults["max_tokens"]), left))
 
 
 async def _compile(generator: TextGenerator, spec: GrammarSpec | None) -> Grammar | None:
@@ -136,23 +154,31 @@ async def plan_completion(data: dict[str, Any], entry: ModelEntry) -> Plan:
     generator = await aload_model(entry)
     # Tokenising is CPU work that grows with the request: off the event loop.
     prompts = await asyncio.to_thread(lambda: [_prompt_ids(generator, p) for p in data["prompt"]])
-    max_tokens = 16 if data.get("max_tokens") is None else data["max_tokens"]
+    defaults = sampling_defaults(entry)
+    max_tokens = data.get("max_tokens")
+    if max_tokens is None:  # the row's default, cut to the window; else OpenAI's 16
+        longest = max(len(ids) for ids in prompts)
+        max_tokens = _default_length(defaults, generator.context_length - longest, 16)
     for ids in prompts:
         if len(ids) + max_tokens > generator.context_length:
             raise _context_error(generator.context_length, len(ids), max_tokens, "prompt")
     asked = data.get("logprobs")
     # best_of ranks by mean logprob, so the engine computes them even when not shown
     engine_logprobs = asked if asked is not None else (0 if samples > n else None)
+    echo = bool(data.get("echo"))
+    sampling = _sampling(data, max_tokens=max_tokens, logprobs=engine_logprobs, defaults=defaults)
+    if echo and asked is not None:  # the prompt's own logprobs, from the request's prefill
+        sampling = replace(sampling, prompt_logprobs=asked)
     return Plan(
         kind="text_completion",
         entry=entry,
         generator=generator,
         prompts=prompts,
-        sampling=_sampling(data, max_tokens=max_tokens, logprobs=engine_logprobs),
+        sampling=sampling,
         n=n,
         samples=samples,
         logprobs=asked,
-        echo=bool(data.get("echo")),
+        echo=echo,
         grammar=await _compile(generator, structured.grammar_spec(data)),
         prompt_texts=[p if isinstance(p, str) else None for p in data["prompt"]],
         **_stream_fields(data),
@@ -199,7 +225,9 @@ async def plan_chat(data: dict[str, Any], entry: ModelEntry) -> Plan:
     requested = data.get("max_completion_tokens") or data.get("max_tokens")
     if len(ids) >= window:
         raise _context_error(window, len(ids), requested or 1, "messages")
-    max_tokens = requested if requested is not None else window - len(ids)
+    defaults = sampling_defaults(entry)
+    left = window - len(ids)
+    max_tokens = requested if requested is not None else _default_length(defaults, left, left)
     if len(ids) + max_tokens > window:
         raise _context_error(window, len(ids), max_tokens, "messages")
     logprobs = (data.get("top_logprobs") or 0) if data.get("logprobs") else None
@@ -208,7 +236,7 @@ async def plan_chat(data: dict[str, Any], entry: ModelEntry) -> Plan:
         entry=entry,
         generator=generator,
         prompts=[ids],
-        sampling=_sampling(data, max_tokens=max_tokens, logprobs=logprobs),
+        sampling=_sampling(data, max_tokens=max_tokens, logprobs=logprobs, defaults=defaults),
         n=n,
         samples=n,
         logprobs=logprobs,
@@ -324,9 +352,16 @@ def _prompt_pieces(plan: Plan, ids: list[int], sent: str | None) -> list[str]:
     return pieces
 
 
-async def _echo_parts(plan: Plan) -> list[tuple[str, Scored]]:
+def _reads_prompts(plan: Plan) -> bool:
+    """Whether the engine has work: tokens to generate, or an echoed prompt to score."""
+    return plan.sampling.max_tokens > 0 or plan.sampling.prompt_logprobs is not None
+
+
+def _echo_parts(plan: Plan, streams: list[PrimedStream]) -> list[tuple[str, Scored]]:
     """Per prompt: its text (as sent; decoded when sent as token ids) and, when logprobs
-    are asked for, its scored tokens."""
+    are asked for, its scored tokens: the engine scored them while reading the prompt
+    (``prompt_logprobs``), and they came with the first delta of its stream."""
+    scores = {stream.key: stream.first.prompt_logprobs for stream in streams}
     parts = []
     for key, ids in enumerate(plan.prompts):
         sent = plan.prompt_texts[key] if key < len(plan.prompt_texts) else None
@@ -334,12 +369,9 @@ async def _echo_parts(plan: Plan) -> list[tuple[str, Scored]]:
         text = sent if sent is not None else "".join(pieces)
         scored: Scored = []
         if plan.logprobs is not None and ids:
-            try:
-                scores = await plan.generator.score_prompt(ids, plan.logprobs)
-            except InvalidInput as exc:
-                raise from_engine_error(exc) from None
-            tokens = [plan.generator.token_text(ids[0])] + [lp.token for lp in scores[1:]]
-            scored = list(zip(tokens, pieces, [None] + scores[1:]))
+            found = list(scores.get(key, ()))[1:]
+            tokens = [plan.generator.token_text(ids[0])] + [lp.token for lp in found]
+            scored = list(zip(tokens, pieces, [None, *found]))
         parts.append((text, scored))
     return parts
 
@@ -347,13 +379,15 @@ async def _echo_parts(plan: Plan) -> list[tuple[str, Scored]]:
 # ----------------------------------------------------------------------- non-streaming
 async def run(plan: Plan) -> dict[str, Any]:
     timer = metrics.GenerationTimer(plan.entry.model_id, prompt_tokens=sum(len(ids) for ids in plan.prompts))
-    echo = await _echo_parts(plan) if plan.echo else None
-    if plan.sampling.max_tokens == 0:  # echo only: nothing to generate
+    streams = await _open(plan) if _reads_prompts(plan) else []
+    echo = _echo_parts(plan, streams) if plan.echo else None
+    if not streams:  # echo only: nothing to generate
         results = {(k, i): SequenceResult(finish_reason="length") for k in range(len(plan.prompts)) for i in range(plan.n)}
     else:
-        streams = await _open(plan)
-        timer.first_token()
-        results = await engine_io.collect(streams, plan.samples, on_tokens=timer.tokens)
+        if plan.sampling.max_tokens > 0:
+            timer.first_token()
+        ends_turn = tools.turn_ender(plan.tools) if plan.tools is not None else None
+        results = await engine_io.collect(streams, plan.samples, on_tokens=timer.tokens, ends_turn=ends_turn)
     completion_tokens = sum(len(r.token_ids) for r in results.values())
     timer.done(completion_tokens)
     choices = []
@@ -393,9 +427,8 @@ def _choice(plan: Plan, index: int, result: SequenceResult, echo) -> dict[str, A
 # --------------------------------------------------------------------------- streaming
 async def start_stream(plan: Plan) -> AsyncIterator[bytes]:
     """Open the engine streams now (so errors are HTTP statuses), then return the SSE body."""
-    echo = await _echo_parts(plan) if plan.echo else None
-    streams = await _open(plan) if plan.sampling.max_tokens > 0 else []
-    return _sse(plan, streams, echo)
+    streams = await _open(plan) if _reads_prompts(plan) else []
+    return _sse(plan, streams, _echo_parts(plan, streams) if plan.echo else None)
 
 
 async def _sse(plan: Plan, streams: list[PrimedStream], echo) -> AsyncIterator[bytes]:
@@ -427,17 +460,23 @@ async def _sse(plan: Plan, streams: list[PrimedStream], echo) -> AsyncIterator[b
                     logprobs = _text_completion_logprobs(scored, 0) if plan.logprobs is not None else None
                     offsets[index] = len(text)
                     yield chunk(index, {"text": text, "logprobs": logprobs})
-        if not streams:  # echo with max_tokens 0
+        if not streams:  # echo without logprobs, max_tokens 0
             for index in range(len(plan.prompts) * plan.n):
                 yield chunk(index, {"text": "", "logprobs": None}, finish="length")
-        async for key, delta in engine_io.merge(streams):
+        done: set[int] = set()  # choices that have sent their finish_reason
+        merged = engine_io.merge(streams)
+        async for key, delta in merged:
+            index = key * plan.n + delta.index
+            if index in done:  # a repeated call ended its turn: the rest is dropped
+                continue
             if delta.cached_tokens is not None:
                 cached[key] = max(cached.get(key, 0), delta.cached_tokens)
             completion_tokens += len(delta.token_ids)
             timer.tokens(len(delta.token_ids))
+            if delta.finish_reason is not None:
+                done.add(index)
             if not delta.text and delta.finish_reason is None and not (delta.logprobs and plan.logprobs is not None):
                 continue
-            index = key * plan.n + delta.index
             logprobs = None
             if plan.logprobs is not None and delta.logprobs:
                 if chat:
@@ -447,12 +486,18 @@ async def _sse(plan: Plan, streams: list[PrimedStream], echo) -> AsyncIterator[b
                     offsets[index] = offsets.get(index, 0) + sum(len(lp.text) for lp in delta.logprobs)
             if plan.tools is not None:
                 stream = calls.setdefault(index, tools.DeltaStream(legacy=plan.tools.legacy))
-                final = delta.finish_reason is not None
-                parts = stream.feed(delta.text, final=final) or ([{}] if logprobs or final else [])
+                parts = stream.feed(delta.text, final=delta.finish_reason is not None)
+                final = delta.finish_reason is not None or stream.ended
+                parts = parts or ([{}] if logprobs or final else [])
                 for j, part in enumerate(parts):
                     last = j == len(parts) - 1
                     finish = stream.finish_reason(delta.finish_reason) if last else None
                     yield chunk(index, {"delta": part, "logprobs": logprobs if j == 0 else None}, finish=finish)
+                if stream.ended:
+                    done.add(index)
+                    if len(done) == len(plan.prompts) * plan.n:
+                        await merged.aclose()  # cancels the request: its rows leave the batch
+                        break
                 continue
             body = {"delta": {"content": delta.text}} if chat else {"text": delta.text}
             if chat and delta.finish_reason is not None and not delta.text:

@@ -76,6 +76,25 @@ KV_GAUGES = {
         ("prefix_cache_hits", "gpt3dev_prefix_cache_hit_tokens", "Prompt tokens found in the prefix cache."),
     )
 }
+# Grammar compilation and masks (inference.constraints): counters since load, and the
+# compile pool now. Mean compile time = rate(..._seconds) / rate(gpt3dev_grammar_compiles).
+GRAMMAR_GAUGES = {
+    key: Gauge(name, doc, ["model"], multiprocess_mode="livesum")
+    for key, name, doc in (
+        ("grammar_compiles", "gpt3dev_grammar_compiles", "Grammars compiled (cache misses), late ones included."),
+        ("grammar_compile_seconds", "gpt3dev_grammar_compile_seconds", "Time spent compiling grammars."),
+        ("grammar_compile_timeouts", "gpt3dev_grammar_compile_timeouts",
+         "Grammars whose compile passed GRAMMAR_COMPILE_TIMEOUT (then refused for GRAMMAR_REFUSE_SECONDS)."),
+        ("grammar_refused", "gpt3dev_grammar_refused", "Requests refused at once: their grammar had timed out."),
+        ("grammar_over_limits", "gpt3dev_grammar_over_limits",
+         "Grammars refused before compiling: over GRAMMAR_MAX_BYTES or GRAMMAR_MAX_DEPTH, or malformed."),
+        ("grammar_compile_busy", "gpt3dev_grammar_compile_busy", "Requests turned away (429): no compile worker free."),
+        ("grammar_compile_running", "gpt3dev_grammar_compile_running", "Grammar compiles running now."),
+        ("grammar_compile_waiting", "gpt3dev_grammar_compile_queue", "Grammar compiles waiting for a worker."),
+        ("grammar_mask_budget_exceeded", "gpt3dev_grammar_mask_budget_exceeded",
+         "Requests ended because their grammar's mask passed GRAMMAR_MASK_BUDGET_MS or its parser limits."),
+    )
+}
 KV_USAGE = Gauge(
     "gpt3dev_kv_cache_usage_ratio", "Fraction of the KV pool held by running sequences.", ["model"],
     multiprocess_mode="max",
@@ -109,7 +128,7 @@ UPSTREAM_LATENCY = Histogram(
 )
 UPSTREAM_FAILURES = Counter(
     "gpt3dev_upstream_failures",
-    "Failed calls to an upstream server, by reason (connect, timeout, status, malformed, read).",
+    "Failed calls to an upstream server, by reason (connect, timeout, status, malformed, read, too_large).",
     ["model", "upstream", "reason"],
 )
 
@@ -124,6 +143,25 @@ _sampler_started = False
 def request_finished(*, route: str, model: str, status: int, seconds: float) -> None:
     REQUESTS.labels(route, model, str(status)).inc()
     REQUEST_DURATION.labels(route, model).observe(seconds)
+
+
+def observe_many(histogram: Any, value: float, count: int) -> None:
+    """``count`` observations of one ``value`` in constant time: a token count reported
+    by an upstream (a million, say) must not become a million calls on the event loop.
+    Adds to the sum and to the one bucket the value falls in, as ``observe`` would
+    ``count`` times (prometheus_client has no weighted observe)."""
+    if count <= 0:
+        return
+    try:
+        bounds, buckets, total = histogram._upper_bounds, histogram._buckets, histogram._sum
+    except AttributeError:  # another prometheus_client: one observation per chunk
+        histogram.observe(value)
+        return
+    total.inc(value * count)
+    for bound, bucket in zip(bounds, buckets):
+        if value <= bound:
+            bucket.inc(count)
+            break
 
 
 class GenerationTimer:
@@ -154,8 +192,7 @@ class GenerationTimer:
                 self.record.prompt_tokens = self.prompt_tokens
         elif count > 0:
             gap = (now - self.last) / count
-            for _ in range(count):
-                INTER_TOKEN.labels(self.model).observe(gap)
+            observe_many(INTER_TOKEN.labels(self.model), gap, count)
         if count > 0:
             self.last = now
             self.completion_tokens += count
@@ -179,8 +216,7 @@ class GenerationTimer:
             extra = completion_tokens - self.completion_tokens
             if extra > 1 and self.last is not None:
                 gap = (time.monotonic() - self.last) / (extra - 1)
-                for _ in range(extra - 1):
-                    INTER_TOKEN.labels(self.model).observe(gap)
+                observe_many(INTER_TOKEN.labels(self.model), gap, extra - 1)
             self.completion_tokens = completion_tokens
             COMPLETION_TOKENS.labels(self.model).inc(extra)
             if self.record is not None:
@@ -238,6 +274,8 @@ def refresh_engine_gauges() -> None:
             QUEUE_DEPTH.labels(model).set(stats.get("waiting", 0))
             RUNNING.labels(model).set(stats.get("running", 0))
             for key, gauge in KV_GAUGES.items():
+                gauge.labels(model).set(stats.get(key, 0))
+            for key, gauge in GRAMMAR_GAUGES.items():
                 gauge.labels(model).set(stats.get(key, 0))
             KV_USAGE.labels(model).set(stats.get("kv_usage", 0))
         _seen.update(loaded)

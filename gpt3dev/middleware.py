@@ -20,10 +20,12 @@ from inference.errors import EngineError
 logger = logging.getLogger("gpt3dev.request")
 
 API_PREFIX = "/v1/"
+# vLLM's and Cohere's routes outside /v1/: the same keys, limits and error shape.
+ROOT_API_PATHS = frozenset({"/tokenize", "/detokenize", "/rerank", "/v2/rerank", "/score"})
 
 
 def is_api_path(path: str) -> bool:
-    return path.startswith(API_PREFIX) or path == API_PREFIX.rstrip("/")
+    return path.startswith(API_PREFIX) or path == API_PREFIX.rstrip("/") or path in ROOT_API_PATHS
 
 
 def exception_to_error(exc: BaseException) -> APIError:

@@ -58,6 +58,7 @@ INSTALLED_APPS = [
     "access",
     "completions",
     "embeddings",
+    "rerank",
     "playground",
 ]
 
@@ -156,7 +157,7 @@ X_FRAME_OPTIONS = "DENY"
 _cors = env_list("CORS_ALLOW_ORIGINS")
 CORS_ALLOW_ALL_ORIGINS = "*" in _cors
 CORS_ALLOWED_ORIGINS = [origin for origin in _cors if origin != "*"]
-CORS_URLS_REGEX = r"^/(v1/|healthz|readyz).*$"
+CORS_URLS_REGEX = r"^/(v1/|v2/rerank|tokenize|detokenize|rerank|score|healthz|readyz).*$"
 
 REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "gpt3dev.errors.drf_exception_handler",
@@ -178,6 +179,11 @@ GPT3DEV = {
     "MODEL_ALLOW_LIST": env_list("MODEL_ALLOW_LIST"),
     "INCLUDE_DEFAULT_MODELS": env_bool("INCLUDE_DEFAULT_MODELS", True),
     "ENABLE_EMBEDDINGS_BACKEND": env_bool("ENABLE_EMBEDDINGS_BACKEND", True),
+    # Registry rows' sampling defaults (temperature, top_p, ...) for requests that leave a
+    # field out; 0: OpenAI's defaults exactly, whatever the rows say.
+    "MODEL_SAMPLING_DEFAULTS": env_bool("MODEL_SAMPLING_DEFAULTS", True),
+    # Documents in one /v1/rerank request (pairs in one /score request).
+    "MAX_RERANK_DOCUMENTS": env_int("MAX_RERANK_DOCUMENTS", 1000, minimum=1),
     "MODEL_CACHE_DIR": default_cache_dir(),
     "MAX_LOADED_MODELS": env_int("MAX_LOADED_MODELS", 4, minimum=1),
     "MAX_BATCH_SIZE": env_int("MAX_BATCH_SIZE", 16, minimum=1),
@@ -197,6 +203,19 @@ GPT3DEV = {
     # Longest a grammar (a JSON schema, regex, choice list, Lark grammar) may take to
     # compile before the request is a 400; compiled grammars are cached.
     "GRAMMAR_COMPILE_TIMEOUT": env_int("GRAMMAR_COMPILE_TIMEOUT", 10, minimum=1),
+    # Checked before compiling: the source's size, and how deep the compiler would recurse
+    # (objects, arrays, $refs, Lark rules: inference.grammar_checks). Deeper than a few
+    # thousand levels overflows llguidance's stack and kills the process.
+    "GRAMMAR_MAX_BYTES": env_int("GRAMMAR_MAX_BYTES", 256 * 1024, minimum=1),
+    "GRAMMAR_MAX_DEPTH": env_int("GRAMMAR_MAX_DEPTH", 2500, minimum=1),
+    # Compiles running at once per model, and waiting for a worker (beyond: a 429).
+    "GRAMMAR_COMPILE_WORKERS": env_int("GRAMMAR_COMPILE_WORKERS", 2, minimum=1),
+    "GRAMMAR_COMPILE_QUEUE": env_int("GRAMMAR_COMPILE_QUEUE", 16, minimum=0),
+    # A grammar whose compile timed out is refused at once for this long (0: not remembered).
+    "GRAMMAR_REFUSE_SECONDS": env_int("GRAMMAR_REFUSE_SECONDS", 600, minimum=0),
+    # CPU time one sequence's grammar mask may take in one decode step; past it the
+    # request ends with an error (0: no limit).
+    "GRAMMAR_MASK_BUDGET_MS": env_int("GRAMMAR_MASK_BUDGET_MS", 50, minimum=0),
     # Local model sources must resolve inside one of these folders.
     "MODEL_LOCAL_ROOTS": [
         Path(root).expanduser()
@@ -218,6 +237,10 @@ GPT3DEV = {
     "UPSTREAM_HEALTH_INTERVAL": env_int("UPSTREAM_HEALTH_INTERVAL", 5, minimum=1),  # seconds between checks
     "UPSTREAM_HEALTH_TIMEOUT": env_int("UPSTREAM_HEALTH_TIMEOUT", 3, minimum=1),  # seconds a check may take
     "UPSTREAM_MAX_FAILS": env_int("UPSTREAM_MAX_FAILS", 1, minimum=1),  # failures in a row that eject
+    # Upstream rows: what the gateway may reach, reserve and hold (see upstream/urlpolicy.py).
+    "UPSTREAM_ALLOWED_HOSTS": env_list("UPSTREAM_ALLOWED_HOSTS"),  # loopback/private hosts, IPs, CIDRs
+    "UPSTREAM_DEFAULT_MAX_TOKENS": env_int("UPSTREAM_DEFAULT_MAX_TOKENS", 4096, minimum=1),  # TPM reservation
+    "UPSTREAM_MAX_RESPONSE_BYTES": env_int("UPSTREAM_MAX_RESPONSE_BYTES", 8 * 1024 * 1024, minimum=65536),
     "PLAYGROUND_ENABLED": env_bool("PLAYGROUND_ENABLED", True),
 }
 

@@ -1,10 +1,11 @@
 """The engine: a registry of loaded models, loaded lazily and at most once.
 
-``Engine.generator(spec)`` / ``Engine.embedder(spec)`` return a ready object for a
-registry entry, loading it on first use behind a per-model lock (concurrent first
-calls load once), reloading when the spec for an id changes, evicting the least
-recently used model beyond ``max_loaded_models``, and remembering failed loads for
-``failure_ttl_s`` seconds so a broken entry does not trigger a load attempt per request.
+``Engine.generator(spec)`` / ``Engine.embedder(spec)`` / ``Engine.reranker(spec)``
+return a ready object for a registry entry, loading it on first use behind a per-model
+lock (concurrent first calls load once), reloading when the spec for an id changes,
+evicting the least recently used model beyond ``max_loaded_models``, and remembering
+failed loads for ``failure_ttl_s`` seconds so a broken entry does not trigger a load
+attempt per request.
 """
 
 from __future__ import annotations
@@ -19,13 +20,15 @@ from typing import Any
 
 from .embeddings import Embedder, EmbeddingResult
 from .errors import ModelUnavailable
+from .constraints import GrammarLimits
 from .generator import TextGenerator
 from .loading import choose_device, choose_dtype, is_offline, load_causal_lm, resolve_model_folder, weight_scheme
 from .memory import budget_bytes, give_back_freed_memory
+from .rerank import CrossEncoder
 from .scheduler import SchedulerLimits
 from .types import ModelSpec
 
-__all__ = ["Engine", "EngineConfig", "TextGenerator", "Embedder", "EmbeddingResult"]
+__all__ = ["Engine", "EngineConfig", "TextGenerator", "Embedder", "EmbeddingResult", "CrossEncoder"]
 
 log = logging.getLogger(__name__)
 
@@ -50,13 +53,15 @@ class EngineConfig:
     cpu_auto_dtype: str = "float32"
     # The window of a model whose config and tokenizer do not say (MAX_CONTEXT_TOKENS).
     default_context_tokens: int = 2048
+    # Bounds on grammar work: size, depth, compile workers, refusals, mask budget.
+    grammar: GrammarLimits = GrammarLimits()
 
 
 @dataclass
 class _Entry:
     lock: threading.Lock = field(default_factory=threading.Lock)
     spec: ModelSpec | None = None
-    obj: Any = None  # TextGenerator | Embedder
+    obj: Any = None  # TextGenerator | Embedder | CrossEncoder
     last_used: float = 0.0
     failed_spec: ModelSpec | None = None
     failure: ModelUnavailable | None = None
@@ -79,6 +84,11 @@ class Engine:
     def embedder(self, spec: ModelSpec) -> Embedder:
         if spec.task != "embeddings":
             raise ModelUnavailable(f"model {spec.id!r} is not an embeddings model")
+        return self._get(spec)
+
+    def reranker(self, spec: ModelSpec) -> CrossEncoder:
+        if spec.task != "rerank":
+            raise ModelUnavailable(f"model {spec.id!r} is not a reranking (cross-encoder) model")
         return self._get(spec)
 
     def unload(self, model_id: str) -> bool:
@@ -157,9 +167,16 @@ class Engine:
         dtype = choose_dtype(spec.dtype, device, cpu_auto=self.config.cpu_auto_dtype)
         common = {"trust_remote_code": spec.trust_remote_code}
         tokenizer = AutoTokenizer.from_pretrained(str(folder), **common)
-        if spec.task == "embeddings":
+        if spec.task in ("embeddings", "rerank"):
             if weight_scheme(spec.dtype, device, "float32") is not None:
                 raise ModelUnavailable(f"model {spec.id!r}: int8/int4 apply to text-generation models only")
+        if spec.task == "rerank":
+            from transformers import AutoModelForSequenceClassification
+
+            log.info("loading cross-encoder %s from %s on %s as %s", spec.id, folder, device, dtype)
+            model = AutoModelForSequenceClassification.from_pretrained(str(folder), dtype=dtype, **common)
+            return CrossEncoder(spec, model.to(device).eval(), tokenizer, folder, device)
+        if spec.task == "embeddings":
             log.info("loading %s from %s on %s as %s", spec.id, folder, device, dtype)
             model = AutoModel.from_pretrained(str(folder), dtype=dtype, **common).to(device).eval()
             return Embedder(spec, model, tokenizer, folder, device)
@@ -171,6 +188,7 @@ class Engine:
         return TextGenerator(
             spec, model, tokenizer, device,
             default_context_tokens=self.config.default_context_tokens,
+            grammar_limits=self.config.grammar,
             limits=SchedulerLimits(
                 max_batch_size=self.config.max_batch_size, max_queue=self.config.max_queue,
                 max_step_tokens=self.config.max_step_tokens,

@@ -1,6 +1,7 @@
 """The text-generation face of a loaded causal LM: tokenisation, chat templates,
 grammar compilation for constrained decoding, ``generate`` (an async generator over
-the shared batching scheduler) and prompt scoring for ``echo`` + ``logprobs``."""
+the shared batching scheduler) and prompt scoring for ``echo`` + ``logprobs`` (a
+request of that scheduler too)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 
 import torch
 
-from .constraints import ConstraintCompiler, Grammar, GrammarSpec
+from .constraints import ConstraintCompiler, Grammar, GrammarLimits, GrammarSpec
 from .detokenize import IncrementalDetokenizer, TokenTable
 from .errors import InvalidInput
 from .kvcache import KVPool, pool_shape_of
@@ -19,7 +20,7 @@ from .quant import activation_dtype
 from .paged_attention import check_supported, register
 from .scheduler import Scheduler, SchedulerLimits
 from .threads import run_in_fresh_thread
-from .types import GenerationRequest, ModelSpec, SequenceDelta, TokenLogprob, TopLogprob
+from .types import GenerationRequest, ModelSpec, SamplingParams, SequenceDelta, TokenLogprob
 from .window import generation_window
 
 
@@ -51,6 +52,7 @@ class TextGenerator:
         limits: SchedulerLimits,
         kv_cache_bytes: int,
         kv_block_size: int = 16,
+        grammar_limits: GrammarLimits | None = None,
     ) -> None:
         self.spec = spec
         self.model = model
@@ -67,7 +69,9 @@ class TextGenerator:
         self.table = TokenTable(tokenizer)
         self.eos_ids = eos_ids_of(model, tokenizer)
         self.dtype = next(model.parameters()).dtype
-        self.constraints = ConstraintCompiler(tokenizer, vocab_size=self.vocab_size, eos_ids=self.eos_ids)
+        self.constraints = ConstraintCompiler(
+            tokenizer, vocab_size=self.vocab_size, eos_ids=self.eos_ids, limits=grammar_limits
+        )
         self.weight_format: str = weight_format(model)  # 'int8', 'int4', 'float32', ...
         check_supported(model, spec.id)
         model.set_attn_implementation(register())
@@ -109,9 +113,13 @@ class TextGenerator:
         """Whether the chat template renders a ``tools`` list itself."""
         return bool(self._chat_template) and "tools" in self._chat_template
 
-    def render_chat(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> list[int]:
-        """Apply the chat template (spec override first) with a generation prompt, and
-        ``tools`` (OpenAI's tool objects) when given.
+    def render_chat(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None,
+        *, add_generation_prompt: bool = True,
+    ) -> list[int]:
+        """Apply the chat template (spec override first) with a generation prompt (unless
+        ``add_generation_prompt`` is off, for /tokenize), and ``tools`` (OpenAI's tool
+        objects) when given.
 
         The template is rendered to text and then encoded *without* added special
         tokens, because templates write their own BOS/markers."""
@@ -119,7 +127,8 @@ class TextGenerator:
             raise InvalidInput(f"model {self.spec.id!r} has no chat template", param="messages")
         try:
             text = self.tokenizer.apply_chat_template(
-                messages, chat_template=self._chat_template, add_generation_prompt=True, tokenize=False,
+                messages, chat_template=self._chat_template, add_generation_prompt=add_generation_prompt,
+                tokenize=False,
                 **({"tools": tools} if tools else {}),
             )
         except Exception as exc:  # jinja errors (e.g. a template rejecting a role)
@@ -173,6 +182,10 @@ class TextGenerator:
         With ``request.grammar`` they are taken *after* the grammar mask: the
         alternatives are tokens the grammar allows, and probabilities are renormalised
         over them.
+
+        Prompt logprobs (``sampling.prompt_logprobs = k``, for ``echo``): computed while
+        the prompt is read, from the model's raw logits, and carried by the first delta
+        of sequence 0; with ``max_tokens`` 0 that is its finishing delta.
         """
         loop = asyncio.get_running_loop()
         handle = self._scheduler.submit(request, loop)
@@ -190,88 +203,31 @@ class TextGenerator:
             handle.cancel()
 
     async def score_prompt(self, token_ids: Sequence[int], top: int) -> list[TokenLogprob | None]:
-        """Logprobs of each prompt token given the ones before it (for ``echo``); the
-        first entry is None. The forward pass runs on the model's worker thread."""
+        """Logprobs of each prompt token given the ones before it, with the ``top`` most
+        likely alternatives (for ``echo``); the first entry is None. The prompt is read
+        by the scheduler as a request of its own (chunked prefill, the shared budget
+        and pool), so other streams keep flowing while a long prompt is scored."""
         ids = [int(t) for t in token_ids]
-        if not ids:
-            return []
-        bad = [t for t in ids if not 0 <= t < self._id_limit]
-        if not bad and len(ids) == 1:
-            return [None]
-        if bad:
-            raise InvalidInput(f"token id {bad[0]} is outside the vocabulary", param="prompt")
-        if len(ids) > self.context_length:
-            raise InvalidInput(
-                f"This model's maximum context length is {self.context_length} tokens, the prompt has {len(ids)}.",
-                param="prompt",
-                code="context_length_exceeded",
-            )
-        top = max(0, min(int(top), 20))
-
-        def work() -> list[TokenLogprob | None]:
-            with torch.inference_mode():
-                lp_chosen, top_v, top_i = self._prompt_logprobs(ids, top)
-            chosen, tv, ti = lp_chosen.tolist(), top_v, top_i
-            out: list[TokenLogprob | None] = [None]
-            t = self.table
-            for pos, tid in enumerate(ids[1:]):
-                alts: tuple[TopLogprob, ...] = ()
-                if tv is not None:
-                    alts = tuple(
-                        TopLogprob(token=t.token_text(i), token_id=i, logprob=v, bytes=tuple(t.token_bytes(i)))
-                        for i, v in zip(ti[pos].tolist(), tv[pos].tolist())
-                    )
-                out.append(
-                    TokenLogprob(token=t.token_text(tid), token_id=tid, logprob=chosen[pos],
-                                 bytes=tuple(t.token_bytes(tid)), top=alts)
-                )
-            return out
-
-        return await self._scheduler.run_job(work, asyncio.get_running_loop())
-
-    def _prompt_logprobs(self, ids: list[int], top: int) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        """Logprob of ids[1:] given their prefix, plus the top alternatives. Logits are
-        produced in chunks of positions so a long prompt never materialises a
-        ``[length, vocab]`` float32 matrix at once."""
-        x = torch.tensor([ids], dtype=torch.long, device=self.device)
-        head = self.model.get_output_embeddings()
-        base = getattr(self.model, "base_model", None)
-        softcap = getattr(self.model.config, "final_logit_softcapping", None)
-        targets = torch.tensor(ids[1:], dtype=torch.long, device=self.device)
-        runner = self._scheduler.runner
-        if runner is not None:  # the engine's forward: the weights it rearranged, used once
-            hidden, head = runner.final_hidden(x[0])[:-1], runner.head
-            all_logits = None
-        elif head is None or base is None or base is self.model:
-            hidden = None
-            all_logits = self.model(input_ids=x, use_cache=False).logits[0, :-1]
-        else:
-            hidden = base(input_ids=x, use_cache=False).last_hidden_state[0, :-1]
-            all_logits = None
-        chosen, values, indices = [], [], []
-        for start in range(0, len(ids) - 1, 512):
-            if hidden is not None:
-                logits = head(hidden[start : start + 512]).float()
-                if softcap:
-                    logits = torch.tanh(logits / softcap) * softcap
-            else:
-                logits = all_logits[start : start + 512].float()
-            if logits.shape[-1] > self._id_limit:
-                logits[:, self._id_limit:] = float("-inf")
-            lp = torch.log_softmax(logits, dim=-1)
-            chosen.append(lp.gather(1, targets[start : start + 512, None]).squeeze(1))
-            if top:
-                v, i = lp.topk(top, dim=-1)
-                values.append(v)
-                indices.append(i)
-        return (
-            torch.cat(chosen).cpu(),
-            torch.cat(values).cpu() if top else None,
-            torch.cat(indices).cpu() if top else None,
+        if len(ids) <= 1:
+            bad = [t for t in ids if not 0 <= t < self._id_limit]
+            if bad:
+                raise InvalidInput(f"token id {bad[0]} is outside the vocabulary", param="prompt")
+            return [None] * len(ids)
+        request = GenerationRequest(
+            request_id="score", prompt_token_ids=tuple(ids),
+            sampling=SamplingParams(max_tokens=0, prompt_logprobs=max(0, min(int(top), 20))),
         )
+        stream = self.generate(request)
+        try:
+            async for delta in stream:
+                if delta.prompt_logprobs:
+                    return list(delta.prompt_logprobs)
+        finally:
+            await stream.aclose()
+        raise RuntimeError("the scheduler ended a scoring request without its logprobs")
 
     def stats(self) -> dict:
-        return self._scheduler.stats()
+        return self._scheduler.stats() | self.constraints.stats()
 
     def check_total(self, sequences: int) -> None:
         """InvalidInput if a request's sequences (prompts x n) could never all be queued."""

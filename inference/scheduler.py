@@ -26,6 +26,16 @@ read in big, faster steps):
    first row prefills it, the others fork from it when it is done (full blocks
    shared, the last partial block copied) and sample from the same logits.
 
+Prompt scoring (``SamplingParams.prompt_logprobs``, for ``echo``) is a prefill like any
+other, under the same budget and pool: its chunks also give the logprobs of the prompt
+tokens they read, the LM head running over that chunk's positions only, in pieces
+(:func:`inference.sampling.prompt_logprobs`), so a long prompt never holds ``prompt x
+vocab`` logits nor stalls the streams. Such a row takes from the prefix cache only
+positions already scored (a cached block has keys, not hidden states), so a new one
+reads its whole prompt, and registers its blocks for others as usual. With
+``max_tokens`` 0 it ends once its prompt is read; otherwise it goes on to generate, so
+an echoed prompt is read once.
+
 Finished and cancelled rows release their blocks at the end of the step. Results go
 back to the consumer's event loop with ``loop.call_soon_threadsafe`` into that
 request's own ``asyncio.Queue``: one call per request per step.
@@ -47,8 +57,8 @@ from .detokenize import IncrementalDetokenizer, StopMatcher, TokenTable
 from .errors import EngineOverloaded, InvalidInput, ModelUnavailable
 from .kvcache import BlockManager, KVPool, blocks_for
 from .paged_attention import build_plan
-from .runner import runner_for, step_logits
-from .sampling import RowState, sample_step, sequence_generator
+from .runner import StepOutput, runner_for, step_forward
+from .sampling import RowState, prompt_logprobs, sample_step, sequence_generator
 from .types import GenerationRequest, SequenceDelta, TokenLogprob, TopLogprob
 
 log = logging.getLogger(__name__)
@@ -74,6 +84,7 @@ class RequestHandle:
         self.queue: asyncio.Queue[list[SequenceDelta] | BaseException] = asyncio.Queue()
         self.cancelled = False  # set by the consumer; read by the worker (a plain bool is atomic)
         self.skipped_since: float | None = None  # worker: when admission first passed it over
+        self.error: BaseException | None = None  # worker: what ended it early (a grammar too costly)
         self._scheduler: Scheduler | None = None
 
     def cancel(self) -> None:
@@ -108,6 +119,10 @@ class _Row:
     looked_up: bool = False  # counted in the prefix-cache hit rate already
     reported: bool = False  # cached_tokens went out with the first delta
     siblings: list[_Row] = field(default_factory=list)  # rows forking from this one after prefill
+    # Prompt scoring (``prompt_logprobs``; sequence 0 only, until its first delta): how
+    # many alternatives, and each prompt token's logprob so far (token 0 has none).
+    score_top: int | None = None
+    prompt_scores: list[TokenLogprob | None] = field(default_factory=lambda: [None])
     finished: bool = False
     pending: list[SequenceDelta] = field(default_factory=list)
 
@@ -213,6 +228,8 @@ class Scheduler:
             if not 0 <= int(tid) < self.vocab_size:
                 raise InvalidInput(f"token id {tid} is outside the vocabulary", param="stop_token_ids")
         if s.logprobs is not None and not 0 <= s.logprobs <= 20:
+            raise InvalidInput("logprobs must be between 0 and 20", param="logprobs")
+        if s.prompt_logprobs is not None and not 0 <= s.prompt_logprobs <= 20:
             raise InvalidInput("logprobs must be between 0 and 20", param="logprobs")
 
     def check_total(self, sequences: int) -> None:
@@ -367,7 +384,9 @@ class Scheduler:
         # over, so a consumer that saw its sequence end also sees the freed slot in stats().
         self._drop(lambda row: row.finished or row.handle.cancelled)
         for handle, deltas in outbox:
-            if not handle.cancelled:
+            if handle.error is not None:
+                handle._deliver(handle.error)
+            elif not handle.cancelled:
                 handle._deliver(deltas)
 
     # --------------------------------------------------------------------- schedule
@@ -449,7 +468,7 @@ class Scheduler:
             if handle.cancelled:
                 continue
             n = handle.request.n
-            if handle.request.sampling.max_tokens == 0:
+            if handle.request.sampling.max_tokens == 0 and handle.request.sampling.prompt_logprobs is None:
                 self._take(handle)
                 handle._deliver([SequenceDelta(index=i, text="", finish_reason="length") for i in range(n)])
                 continue
@@ -479,6 +498,10 @@ class Scheduler:
         rest (plus ``headroom`` blocks for forks and a watermark); undo on failure."""
         bs = self.pool.block_size
         limit = len(row.tokens) - 1  # at least one token is computed, for its logits
+        if row.score_top is not None:
+            # A cached block has no hidden states: reuse stops where the logprobs still
+            # owed begin (a row first admitted reads its whole prompt).
+            limit = min(limit, len(row.prompt_scores) - 1)
         found, key = self.blocks.lookup(row.tokens, limit)
         # The watermark keeps room for running rows to grow; with none running, a row
         # that fits at all must get in (it may need the whole pool).
@@ -526,6 +549,7 @@ class Scheduler:
             for i in range(handle.request.n)
         ]
         rows[0].siblings = rows[1:]
+        rows[0].score_top = s.prompt_logprobs
         return rows[0]
 
     # ---------------------------------------------------------------------- forward
@@ -535,19 +559,40 @@ class Scheduler:
         spans: list[tuple[list[int], int, int]] = []
         keep: list[int] = []
         ready: list[_Row] = []
+        unsampled: list[_Row] = []  # prompts read for their logprobs only (max_tokens 0)
+        score: list[int] = []  # step positions whose next prompt token is scored
+        scoring: list[tuple[_Row, list[int]]] = []  # per scoring row: those next tokens
         for row, take in plan:
             start = row.computed
             ids.extend(row.tokens[start : start + take])
             pos.extend(range(start, start + take))
             spans.append((row.blocks, start, take))
+            if row.score_top is not None:
+                # Position p scores prompt token p + 1; positions before the first token
+                # still owed were scored before a preemption.
+                first, end = max(start, len(row.prompt_scores) - 1), min(start + take, row.prompt_len - 1)
+                if first < end:
+                    offset = len(ids) - take - start
+                    score.extend(range(offset + first, offset + end))
+                    scoring.append((row, row.tokens[first + 1 : end + 1]))
             if start + take == len(row.tokens):
-                ready.append(row)
-                keep.append(len(ids) - 1)
+                if row.state.params.max_tokens == 0:
+                    unsampled.append(row)
+                else:
+                    ready.append(row)
+                    keep.append(len(ids) - 1)
         kv_plan = build_plan(self.pool.keys, self.pool.values, self.pool.block_size, spans)
-        logits = step_logits(self.model, self.runner, ids, pos, kv_plan, keep, self.device)
+        out = step_forward(self.model, self.runner, ids, pos, kv_plan, keep, score, self.device)
         for row, take in plan:
             row.computed += take
             self._register_full_blocks(row)
+        if scoring:
+            self._score(scoring, out)
+        for row in unsampled:
+            row.finished = True
+            for index in (row.index, *(sib.index for sib in row.siblings)):
+                row.pending.append(SequenceDelta(index=index, text="", finish_reason="length"))
+        logits = out.logits
         if logits is None:
             return
         rows: list[_Row] = []
@@ -559,6 +604,15 @@ class Scheduler:
         if len(which) != len(ready):
             logits = logits.index_select(0, torch.tensor(which, device=logits.device))
         self._apply(rows, logits)
+
+    def _score(self, scoring: list[tuple[_Row, list[int]]], out: StepOutput) -> None:
+        """This step's prompt logprobs, one head pass over every scoring row's positions."""
+        targets = [t for _, tokens in scoring for t in tokens]
+        top = max(row.score_top or 0 for row, _ in scoring)
+        results = iter(prompt_logprobs(out.scored, out.head, targets, top, self.vocab_size))
+        for row, tokens in scoring:
+            for token, (logprob, alts) in zip(tokens, results):
+                row.prompt_scores.append(self._token_logprob(token, logprob, alts[: row.score_top], ""))
 
     def _register_full_blocks(self, row: _Row) -> None:
         bs = self.pool.block_size
@@ -637,7 +691,13 @@ class Scheduler:
             ends = (token in self.eos_ids and st.constraint.can_end()) or (ends and token in p.stop_token_ids)
             if not ends:
                 if not st.constraint.advance(token):
-                    log.warning("constrained row left its grammar: %s", st.constraint.error[:200])
+                    if st.constraint.abort is not None:
+                        # Too costly to follow (mask budget, parser limits): the request's
+                        # rows leave at the end of this step, and it gets the error instead.
+                        row.handle.error = row.handle.error or st.constraint.abort
+                        row.handle.cancelled = True
+                    else:
+                        log.warning("constrained row left its grammar: %s", st.constraint.error[:200])
                 grammar_done = st.constraint.finished
         if ends:
             text = (row.detok.add(token) if p.include_stop_str_in_output else "") + row.detok.flush()
@@ -682,7 +742,9 @@ class Scheduler:
             if row.pending:
                 if not row.reported:
                     row.reported = True
-                    row.pending[0] = replace(row.pending[0], cached_tokens=row.cached_tokens)
+                    scores = tuple(row.prompt_scores) if row.score_top is not None else ()
+                    row.pending[0] = replace(row.pending[0], cached_tokens=row.cached_tokens, prompt_logprobs=scores)
+                    row.score_top, row.prompt_scores = None, []
                 entry = by_handle.setdefault(id(row.handle), (row.handle, []))
                 entry[1].extend(row.pending)
                 row.pending = []

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Literal
 if TYPE_CHECKING:
     from .constraints import Grammar
 
-Task = Literal["text-generation", "embeddings"]
+Task = Literal["text-generation", "embeddings", "rerank"]
 SourceType = Literal["hub", "local", "package"]
 FinishReason = Literal["stop", "length"]
 
@@ -56,6 +56,9 @@ class SamplingParams:
     stop: tuple[str, ...] = ()
     # None: no logprobs; k >= 0: the chosen token's logprob plus the k most likely alternatives
     logprobs: int | None = None
+    # The same for every prompt token given the ones before it (``echo``), computed by the
+    # prompt's prefill chunks; they arrive on the first delta of sequence 0.
+    prompt_logprobs: int | None = None
     min_tokens: int = 0
     ignore_eos: bool = False
     # vLLM's extensions: more ids that end a sequence like EOS; keep the stop (string or
@@ -120,3 +123,6 @@ class SequenceDelta:
     finish_reason: FinishReason | None = None
     # On a sequence's first delta: prompt tokens whose KV came from the prefix cache.
     cached_tokens: int | None = None
+    # With ``SamplingParams.prompt_logprobs``, on the first delta of sequence 0: one entry
+    # per prompt token, the first None (nothing precedes it).
+    prompt_logprobs: tuple[TokenLogprob | None, ...] = ()

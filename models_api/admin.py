@@ -15,12 +15,15 @@ from django.utils.html import format_html
 
 from models_api.engine import engine_if_started
 from models_api.models import ModelEntry
+from models_api.sampling import describe, seed_sampling_defaults
 from upstream.credentials import encrypt_key
 from upstream.pool import probe
 
 
 # Fields of a trust_remote_code row only a superuser may change (as the flag itself).
 REMOTE_CODE_GUARDED = ("source_type", "source", "revision", "enabled")
+# Fields of an upstream row only a superuser may change (with its key): where requests go.
+UPSTREAM_GUARDED = ("source_type", "source")
 
 
 def _loaded_ids() -> set[str]:
@@ -59,17 +62,46 @@ class ModelEntryForm(forms.ModelForm):
     )
     clear_api_key = forms.BooleanField(label="remove the stored upstream API key", required=False)
 
+    # Set per request by the admin (get_form): upstream URLs and keys are a superuser's.
+    may_change_upstream = True
+    key_dropped = False  # the save removed the stored key (the servers changed)
+
     class Meta:
         model = ModelEntry
         fields = "__all__"
 
     def clean(self):
         cleaned = super().clean()
+        if not self.may_change_upstream:
+            self._refuse_upstream_changes(cleaned)
+        # self.instance still holds the saved row here (the form's values reach it after clean)
         if cleaned.get("clear_api_key"):
             self.instance.upstream_api_key = ""
         elif cleaned.get("api_key"):
             self.instance.upstream_api_key = encrypt_key(cleaned["api_key"])
+        elif self.instance.upstream_api_key and self._repointed(cleaned):
+            # The key was entered for the servers it was saved with: whoever points the
+            # row elsewhere must give the new servers their key, or it would go with them.
+            self.instance.upstream_api_key = ""
+            self.key_dropped = True
         return cleaned
+
+    def _repointed(self, cleaned: dict) -> bool:
+        """The save changes the row's source type, servers or upstream model name."""
+        saved = self.instance
+        source_type = cleaned.get("source_type", saved.source_type)
+        urls = set(ModelEntry(source=cleaned.get("source", saved.source)).upstream_urls())
+        return (source_type != saved.source_type or urls != set(saved.upstream_urls())
+                or cleaned.get("upstream_model", saved.upstream_model) != saved.upstream_model)
+
+    def _refuse_upstream_changes(self, cleaned: dict) -> None:
+        saved = self.instance
+        message = "Only a superuser may set the upstream servers or the upstream API key of a model."
+        if cleaned.get("api_key") or cleaned.get("clear_api_key"):
+            self.add_error(None, message)
+        source_type = cleaned.get("source_type", saved.source_type)
+        if source_type == ModelEntry.SourceType.UPSTREAM and not (saved.pk and saved.is_upstream):
+            self.add_error("source_type" if "source_type" in self.fields else None, message)
 
 
 @admin.register(ModelEntry)
@@ -88,6 +120,26 @@ class ModelEntryAdmin(admin.ModelAdmin):
         (None, {"fields": ("model_id", "enabled", "task", "is_chat", "owned_by")}),
         ("Weights", {"fields": ("source_type", "source", "revision", "trust_remote_code")}),
         ("Runtime", {"fields": ("dtype", "device", "max_context_tokens", "chat_template", "input_token_encoding")}),
+        (
+            "Sampling defaults (text generation)",
+            {
+                "description": (
+                    "What a request that leaves a field out gets: the request's own value first, then the value "
+                    "here, then OpenAI's default (temperature: 0 in a request is still greedy). Empty: OpenAI's "
+                    "default. A new row is filled from its model's generation_config.json where that file is "
+                    "on this machine. Changes apply to the next request, with no restart; "
+                    "MODEL_SAMPLING_DEFAULTS=0 turns them all off. GET /v1/models/{id} shows the ones in force."
+                ),
+                "fields": (
+                    ("default_temperature", "default_top_p"),
+                    ("default_top_k", "default_min_p"),
+                    "default_repetition_penalty",
+                    ("default_presence_penalty", "default_frequency_penalty"),
+                    "default_max_tokens",
+                    "default_stop",
+                ),
+            },
+        ),
         (
             "Upstream servers (source type 'upstream')",
             {
@@ -136,7 +188,23 @@ class ModelEntryAdmin(admin.ModelAdmin):
             if obj is not None and obj.trust_remote_code:
                 # Repointing or enabling a remote-code row would run that repository's code.
                 fields.extend(REMOTE_CODE_GUARDED)
+            if obj is not None and obj.is_upstream:
+                # Repointing an upstream row would send its stored key (and requests) elsewhere.
+                fields.extend(f for f in UPSTREAM_GUARDED if f not in fields)
         return fields
+
+    def get_fieldsets(self, request: HttpRequest, obj: ModelEntry | None = None):
+        fieldsets = super().get_fieldsets(request, obj)
+        if request.user.is_superuser:
+            return fieldsets
+        hidden = {"api_key", "clear_api_key"}  # keys are a superuser's to enter
+        return [(name, {**options, "fields": tuple(f for f in options["fields"] if f not in hidden)})
+                for name, options in fieldsets]
+
+    def get_form(self, request: HttpRequest, obj: ModelEntry | None = None, change: bool = False, **kwargs):
+        form = super().get_form(request, obj, change=change, **kwargs)  # a new class per call
+        form.may_change_upstream = request.user.is_superuser
+        return form
 
     def save_model(self, request: HttpRequest, obj: ModelEntry, form, change: bool) -> None:
         if not request.user.is_superuser:
@@ -146,7 +214,16 @@ class ModelEntryAdmin(admin.ModelAdmin):
                 raise PermissionDenied(
                     "Only a superuser may change the source, revision or enabled state of a trust_remote_code model."
                 )
+            if obj.is_upstream and (not change or set(UPSTREAM_GUARDED) & set(form.changed_data)):
+                raise PermissionDenied("Only a superuser may set the upstream servers of a model.")
+        seeded = {} if change else seed_sampling_defaults(obj)
         super().save_model(request, obj, form, change)
+        if getattr(form, "key_dropped", False):
+            self.message_user(request, f"{obj.model_id}: its servers or upstream model name changed, so the stored "
+                              "upstream API key was removed; enter the key for the new servers.", messages.WARNING)
+        if seeded:
+            note = f"Sampling defaults from the model's generation_config.json: {describe(seeded)}."
+            self.message_user(request, note, messages.INFO)
 
     @admin.action(description="Enable the selected models")
     def enable_models(self, request: HttpRequest, queryset: QuerySet[ModelEntry]) -> None:

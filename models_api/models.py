@@ -9,6 +9,7 @@ from django.core.exceptions import ValidationError
 from django.db import models
 
 from models_api.sources import SourceError, resolve_local_path
+from upstream import urlpolicy
 
 MODEL_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")
 HUB_REPO_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
@@ -19,6 +20,43 @@ def validate_model_id(value: str) -> None:
         raise ValidationError(
             "A model id is 1-128 characters: letters, digits and . _ : / -, starting with a letter or digit."
         )
+
+
+# The sampling fields a registry row may give a default for, with the ranges the request
+# serializers accept (completions.serializers): a default is a value a request could send.
+# (low, high, low excluded?) per field; max_tokens and stop are checked on their own.
+SAMPLING_RANGES: dict[str, tuple[float, float | None, bool]] = {
+    "temperature": (0.0, 2.0, False),
+    "top_p": (0.0, 1.0, True),
+    "top_k": (-1, None, False),
+    "min_p": (0.0, 1.0, False),
+    "repetition_penalty": (0.01, 10.0, False),
+    "presence_penalty": (-2.0, 2.0, False),
+    "frequency_penalty": (-2.0, 2.0, False),
+    "max_tokens": (1, None, False),
+}
+SAMPLING_FIELDS = (*SAMPLING_RANGES, "stop")  # as a request names them; the column is default_<name>
+MAX_DEFAULT_STOP = 4  # as in a request
+
+
+def sampling_value_problem(name: str, value: object) -> str | None:
+    """Why ``value`` cannot be the default of the sampling field ``name``, or None."""
+    if name == "stop":
+        if not isinstance(value, list) or not all(isinstance(s, str) and s for s in value):
+            return 'Give a JSON list of non-empty strings, e.g. ["\\n\\n"].'
+        if len(value) > MAX_DEFAULT_STOP:
+            return f"At most {MAX_DEFAULT_STOP} stop strings, as in a request."
+        return None
+    low, high, open_low = SAMPLING_RANGES[name]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return "Give a number."
+    if name in ("top_k", "max_tokens") and not float(value).is_integer():
+        return "Give a whole number."
+    if value < low or (open_low and value == low) or (high is not None and value > high):
+        if high is None:
+            return f"Give a number of at least {low}."
+        return f"Give a number {'above' if open_low else 'from'} {low} {'up to' if open_low else 'to'} {high}."
+    return None
 
 
 def upstream_urls_problem(urls: list[str]) -> str | None:
@@ -52,6 +90,7 @@ class ModelEntry(models.Model):
     class Task(models.TextChoices):
         TEXT_GENERATION = "text-generation", "Text generation"
         EMBEDDINGS = "embeddings", "Embeddings"
+        RERANK = "rerank", "Reranking (a cross-encoder: /v1/rerank and /score)"
 
     class DType(models.TextChoices):
         AUTO = "auto", "auto (fastest correct dtype for the device)"
@@ -146,6 +185,40 @@ class ModelEntry(models.Model):
         help_text="Upstream only: at most this many requests in flight to each upstream server from this "
         "process; empty: no cap.",
     )
+    # Sampling defaults (text generation): a request's own field wins, then these, then
+    # OpenAI's defaults. Empty: no default of the row's own. Ranges are checked in clean().
+    default_temperature = models.FloatField(
+        "temperature", null=True, blank=True, help_text="0 to 2; 0 is greedy. OpenAI's default: 1."
+    )
+    default_top_p = models.FloatField(
+        "top_p", null=True, blank=True, help_text="Above 0, up to 1. OpenAI's default: 1 (off)."
+    )
+    default_top_k = models.IntegerField(
+        "top_k", null=True, blank=True, help_text="The k most likely tokens only; 0 or -1: off (the default)."
+    )
+    default_min_p = models.FloatField(
+        "min_p", null=True, blank=True,
+        help_text="0 to 1: drop tokens less likely than this fraction of the likeliest one. Default: 0 (off).",
+    )
+    default_repetition_penalty = models.FloatField(
+        "repetition_penalty", null=True, blank=True,
+        help_text="0.01 to 10, multiplicative over prompt and output (vLLM's). Default: 1 (off).",
+    )
+    default_presence_penalty = models.FloatField(
+        "presence_penalty", null=True, blank=True, help_text="-2 to 2, OpenAI's additive rule. Default: 0."
+    )
+    default_frequency_penalty = models.FloatField(
+        "frequency_penalty", null=True, blank=True, help_text="-2 to 2, OpenAI's additive rule. Default: 0."
+    )
+    default_max_tokens = models.PositiveIntegerField(
+        "max_tokens", null=True, blank=True,
+        help_text="Answer length when a request gives none (cut to what is left of the context window). "
+        "OpenAI's default: the rest of the window for chat, 16 for completions.",
+    )
+    default_stop = models.JSONField(
+        "stop", default=list, blank=True,
+        help_text='Up to 4 stop strings as a JSON list, e.g. ["\\n\\nUser:"]; a request\'s own stop replaces them.',
+    )
     enabled = models.BooleanField(default=True, db_index=True)
     owned_by = models.CharField(max_length=128, default="gpt3dev")
     origin = models.CharField(max_length=16, choices=Origin.choices, default=Origin.ADMIN, editable=False)
@@ -182,6 +255,11 @@ class ModelEntry(models.Model):
         """The upstream base URLs of the source, normalised (no trailing slash)."""
         return [url.rstrip("/") for url in re.split(r"[\s,]+", self.source or "") if url]
 
+    def sampling_defaults(self) -> dict:
+        """The row's sampling defaults that are set, named as a request names them."""
+        values = {name: getattr(self, f"default_{name}") for name in SAMPLING_FIELDS}
+        return {name: value for name, value in values.items() if value is not None and value != []}
+
     def metadata(self) -> dict:
         return {
             "description": self.description,
@@ -203,7 +281,7 @@ class ModelEntry(models.Model):
                 errors["source"] = "A Hub source is a repo id such as 'openai-community/gpt2'."
         elif self.source_type == self.SourceType.UPSTREAM:
             self.source = " ".join(self.upstream_urls())
-            problem = upstream_urls_problem(self.upstream_urls())
+            problem = upstream_urls_problem(self.upstream_urls()) or urlpolicy.urls_problem(self.upstream_urls())
             if problem:
                 errors["source"] = problem
             for name in ("revision", "chat_template", "input_token_encoding"):
@@ -222,8 +300,9 @@ class ModelEntry(models.Model):
                 errors["source"] = str(exc)
             if self.revision:
                 errors["revision"] = "A revision only applies to Hub repos."
-        if self.task == self.Task.EMBEDDINGS and self.is_chat:
-            errors["is_chat"] = "An embeddings model cannot be a chat model."
+        if self.task != self.Task.TEXT_GENERATION and self.is_chat:
+            errors["is_chat"] = f"An {self.task} model cannot be a chat model."
+        errors |= self._sampling_problems()
         if not self.is_upstream and (self.upstream_model or self.upstream_api_key or self.upstream_max_concurrency):
             errors["upstream_model"] = "Upstream settings apply to upstream models only."
         if self.dtype in self.QUANTIZED_DTYPES:
@@ -237,3 +316,22 @@ class ModelEntry(models.Model):
             errors["source_links"] = "Give a JSON list of URL strings."
         if errors:
             raise ValidationError(errors)
+
+    def _sampling_problems(self) -> dict[str, str]:
+        if self.default_stop is None:
+            self.default_stop = []
+        errors = {}
+        for name in SAMPLING_FIELDS:
+            value = getattr(self, f"default_{name}")
+            problem = None if value is None else sampling_value_problem(name, value)
+            if problem:
+                errors[f"default_{name}"] = problem
+        if self.sampling_defaults() and not errors:
+            if self.task != self.Task.TEXT_GENERATION:
+                errors["default_temperature"] = "Sampling defaults apply to text-generation models only."
+            elif self.is_upstream:
+                errors["default_temperature"] = (
+                    "Sampling defaults apply to models this server runs; an upstream server applies its own "
+                    "(vLLM: the model's generation_config.json)."
+                )
+        return errors
