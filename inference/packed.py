@@ -10,7 +10,8 @@ weights into). Measured on this project's 2-core AMD machine (SmolLM2's gate/up
 projection, 576 -> 3072): 0.27 / 0.28 / 0.41 / 0.49 ms against MKL's 0.27 / 0.70 /
 0.75 / 0.82 ms at 1 / 4 / 8 / 16 rows, and the 49,152-row LM head 10 ms against 36 ms
 at 8 rows. Each row's result is the same whatever the number of rows (checked from 1
-to 600 rows); it differs from MKL's by float32 rounding (about 1e-4 absolute).
+to 600 rows; a lone row is computed as two, see :meth:`PackedLinear.forward`); it
+differs from MKL's by float32 rounding (about 1e-4 absolute).
 
 :class:`PackedLinear` holds only the packed weight. :func:`pack_fused` packs a linear
 that :func:`inference.runner.concat_linears` joined and points the model's original
@@ -35,6 +36,14 @@ class PackedLinear(nn.Module):
         self.register_buffer("bias", None if bias is None else bias.detach())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.numel() == x.shape[-1]:
+            # One row: on AVX-512 machines oneDNN takes a kernel for a lone row whose
+            # rounding differs from the one for two or more (seen on an Intel Xeon with a
+            # 1536-wide input; not on AMD), so a greedy answer would depend on the batch.
+            # Sent as two equal rows it gets the many-row kernel, at the cost of one row.
+            pair = x.reshape(1, -1).repeat(2, 1)
+            out = torch.ops.mkldnn._linear_pointwise(pair, self.packed, self.bias, "none", [], "")
+            return out[:1].reshape(*x.shape[:-1], self.out_features)
         return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
 
     def extra_repr(self) -> str:
