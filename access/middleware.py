@@ -1,7 +1,7 @@
 """API-key authentication and per-key request limits for every /v1/ route.
 
 Runs after CORS (a preflight never needs a key; a 401 still carries CORS headers) and
-answers its errors in OpenAI's shape through :func:`gpt3dev.errors.error_response`.
+answers its errors in OpenAI's shape through :func:`core.errors.error_response`.
 It attaches ``request.api_key`` (a :class:`access.keys.Principal`, or None on an open
 server) and ``request.rate_limit`` (a :class:`access.ratelimit.LimitState`), and puts
 the ``x-ratelimit-*`` headers on every answer. Natively sync and async, so streaming
@@ -15,9 +15,9 @@ from django.http import HttpRequest, HttpResponseBase
 
 from access.keys import AuthFailure, Principal, authenticate
 from access.ratelimit import LimitState, admit_request, settle_tokens
-from gpt3dev.accesslog import CLIENT_CLOSED_REQUEST
-from gpt3dev.errors import APIError, error_response
-from gpt3dev.middleware import DualModeMiddleware, is_api_path
+from observability.accesslog import CLIENT_CLOSED_REQUEST
+from core.errors import APIError, error_response
+from core.middleware import DualModeMiddleware, is_api_path
 
 
 def _admit(authorization: str | None) -> tuple[Principal | None, LimitState | None]:

@@ -26,7 +26,7 @@ from django.db.models import F
 
 from access.keys import Principal
 from access.models import RateLimitWindow
-from gpt3dev.errors import APIError
+from core.errors import APIError
 
 WINDOW_SECONDS = 60
 KEEP_WINDOWS = 5  # older rows of a key are deleted when it opens a new window

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from gpt3dev.errors import APIError, from_engine_error
+from core.errors import APIError, from_engine_error
 from inference.errors import EngineError
 from inference.types import GenerationRequest, SequenceDelta, TokenLogprob
 

@@ -15,7 +15,7 @@ from rest_framework import serializers
 
 from completions.structured import GuidedFieldsMixin, ResponseFormatSerializer, constraint_fields
 from completions.tools import validate_tools
-from gpt3dev.fields import KnownFieldsOnly, StrictCharField, strings_or_token_ids
+from core.fields import KnownFieldsOnly, StrictCharField, strings_or_token_ids
 
 MAX_STOP_SEQUENCES = 4
 

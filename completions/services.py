@@ -14,9 +14,9 @@ from django.conf import settings
 
 from completions import engine_io, structured, tools
 from completions.engine_io import PrimedStream, SequenceResult
-from gpt3dev import metrics
-from gpt3dev.errors import APIError, error_payload, from_engine_error, invalid_value
-from gpt3dev.http import SSE_DONE, sse_frame
+from observability import metrics
+from core.errors import APIError, error_payload, from_engine_error, invalid_value
+from core.http import SSE_DONE, sse_frame
 from inference.constraints import GrammarSpec
 from inference.errors import InvalidInput
 from inference.types import GenerationRequest, SamplingParams, TokenLogprob

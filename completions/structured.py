@@ -14,7 +14,7 @@ from typing import Any
 
 from rest_framework import serializers
 
-from gpt3dev.fields import StrictCharField
+from core.fields import StrictCharField
 from inference.constraints import GrammarSpec, json_schema_spec
 
 NAME_RE = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")

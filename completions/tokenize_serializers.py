@@ -15,7 +15,7 @@ from rest_framework import serializers
 
 from completions.serializers import MessageSerializer
 from completions.tools import validate_tools
-from gpt3dev.fields import KnownFieldsOnly, StrictCharField, is_token_id
+from core.fields import KnownFieldsOnly, StrictCharField, is_token_id
 
 CHAT_ONLY = ("add_generation_prompt", "tools", "tool_choice", "parallel_tool_calls", "functions", "function_call")
 

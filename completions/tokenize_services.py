@@ -16,7 +16,7 @@ from typing import Any
 
 from completions import tools
 from completions.services import require_chat
-from gpt3dev.errors import APIError, invalid_value
+from core.errors import APIError, invalid_value
 from inference.errors import InvalidInput
 from models_api.engine import aload_model
 from models_api.models import ModelEntry

@@ -14,7 +14,7 @@ from django.views.decorators.http import require_POST
 
 from completions import tokenize_services
 from completions.tokenize_serializers import DetokenizeRequestSerializer, TokenizeRequestSerializer
-from gpt3dev.views_api import avalidated
+from core.validation import avalidated
 from models_api.selectors import aget_served_entry, allowed_models
 from upstream import forward
 

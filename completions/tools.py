@@ -35,7 +35,7 @@ from typing import Any
 from rest_framework import serializers
 
 from completions.structured import NAME_RE
-from gpt3dev.fields import StrictCharField
+from core.fields import StrictCharField
 from inference.constraints import GrammarSpec, lark_json, lark_string, json_schema_spec
 
 OPEN, CLOSE = "<tool_call>\n", "\n</tool_call>"

@@ -10,9 +10,9 @@ from django.views.decorators.http import require_POST
 from access.ratelimit import areserve_tokens
 from completions import services
 from completions.serializers import ChatCompletionRequestSerializer, CompletionRequestSerializer
-from gpt3dev.errors import APIError
-from gpt3dev.http import sse_response
-from gpt3dev.views_api import avalidated
+from core.errors import APIError
+from core.http import sse_response
+from core.validation import avalidated
 from models_api.models import ModelEntry
 from models_api.selectors import aget_served_entry, allowed_models
 from upstream import budget, forward

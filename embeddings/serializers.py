@@ -6,7 +6,7 @@ from typing import Any
 
 from rest_framework import serializers
 
-from gpt3dev.fields import KnownFieldsOnly, StrictCharField, strings_or_token_ids
+from core.fields import KnownFieldsOnly, StrictCharField, strings_or_token_ids
 
 MAX_INPUTS = 2048
 

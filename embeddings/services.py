@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from gpt3dev import metrics
-from gpt3dev.errors import from_engine_error, invalid_value
+from observability import metrics
+from core.errors import from_engine_error, invalid_value
 from inference.errors import EngineError
 from inference.threads import run_in_fresh_thread
 from models_api.engine import aload_model

@@ -10,8 +10,8 @@ from django.views.decorators.http import require_POST
 from access.ratelimit import areserve_tokens
 from embeddings.serializers import EmbeddingRequestSerializer
 from embeddings.services import plan_embeddings, run_embeddings
-from gpt3dev.errors import APIError
-from gpt3dev.views_api import avalidated
+from core.errors import APIError
+from core.validation import avalidated
 from models_api.models import ModelEntry
 from models_api.selectors import aget_served_entry, allowed_models
 from upstream import budget, forward

@@ -1,2 +1,3 @@
-"""The gpt3dev Django project: settings, URLs, ASGI/WSGI entry points and the HTTP glue
-every app shares (OpenAI error payloads, JSON parsing, SSE framing, health)."""
+"""The composition root: settings, URLs, the ASGI/WSGI entry points and their wrappers
+(request body limit, graceful shutdown, static files), start-up and the health probes.
+It imports the apps; nothing imports it (``tests/test_layering.py`` checks it)."""

@@ -9,7 +9,7 @@ make the server read and store 200 MB. This wrapper sits in front of Django:
   413 at once, without reading a byte of the body;
 * a body without a length (chunked) is counted as it arrives and answered 413 as soon
   as it passes the cap; Django is told the client went away, so it stops reading. When
-  such a request ends, its size decides the heap trim (gpt3dev.memory) as a declared
+  such a request ends, its size decides the heap trim (observability.memory) as a declared
   length does for the others.
 
 The answer is OpenAI's error shape with ``Connection: close`` (the server drops the
@@ -24,8 +24,8 @@ from typing import Any
 
 from django.conf import settings
 
-from gpt3dev.errors import APIError
-from gpt3dev.memory import after_request
+from core.errors import APIError
+from observability.memory import after_request
 
 Scope = dict[str, Any]
 
@@ -95,7 +95,7 @@ async def _refuse(scope: Scope, send, limit: int, started: float, *, malformed: 
             f"The request body is too large: this server accepts at most {limit} bytes (MAX_REQUEST_BYTES).",
             code="request_too_large",
         )
-    from gpt3dev.accesslog import log_early_answer
+    from observability.accesslog import log_early_answer
 
     request_id = log_early_answer(scope, error.status, started)
     body = json.dumps(error.payload()).encode()

@@ -65,8 +65,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     # Outermost: sees every request's real end (a stream's last byte) for the access
     # log and the request metrics.
-    "gpt3dev.accesslog.AccessLogMiddleware",
-    "gpt3dev.middleware.OpenAIErrorMiddleware",
+    "observability.accesslog.AccessLogMiddleware",
+    "core.middleware.OpenAIErrorMiddleware",
     "gpt3dev.shutdown.DrainMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # WhiteNoise's file table behind a natively async middleware (gpt3dev.staticfiles).
@@ -160,7 +160,7 @@ CORS_ALLOWED_ORIGINS = [origin for origin in _cors if origin != "*"]
 CORS_URLS_REGEX = r"^/(v1/|v2/rerank|tokenize|detokenize|rerank|score|healthz|readyz).*$"
 
 REST_FRAMEWORK = {
-    "EXCEPTION_HANDLER": "gpt3dev.errors.drf_exception_handler",
+    "EXCEPTION_HANDLER": "core.errors.drf_exception_handler",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_AUTHENTICATION_CLASSES": [],
@@ -252,7 +252,7 @@ LOGGING = {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
         "bare": {"format": "%(message)s"},
     },
-    "filters": {"one_line_warning": {"()": "gpt3dev.logfilters.OneLineWarning"}},
+    "filters": {"one_line_warning": {"()": "observability.logfilters.OneLineWarning"}},
     "handlers": {
         "console": {"class": "logging.StreamHandler", "formatter": "plain"},
         "access": {"class": "logging.StreamHandler", "formatter": "bare"},

@@ -27,32 +27,24 @@ import threading
 from django.conf import settings
 from django.http import HttpRequest
 
-from gpt3dev.errors import APIError, error_response
-from gpt3dev.middleware import DualModeMiddleware, is_api_path
+from core.errors import APIError, error_response
+from core.lifecycle import is_draining, mark_draining
+from core.middleware import DualModeMiddleware, is_api_path
 
 logger = logging.getLogger("gpt3dev.shutdown")
 
-_draining = threading.Event()
 _apps: list["GracefulASGI"] = []
-
-
-def is_draining() -> bool:
-    return _draining.is_set()
 
 
 def start_draining() -> None:
     """Stop admitting requests; cancel what still runs after the grace period."""
-    if _draining.is_set():
+    if not mark_draining():
         return
-    _draining.set()
     grace = settings.GPT3DEV["SHUTDOWN_GRACE_SECONDS"]
     logger.warning("Shutting down: no new requests; in-flight ones have %s s to finish.", grace)
     for app in _apps:
         app.schedule_cancel(grace)
 
-
-def reset_for_tests() -> None:
-    _draining.clear()
 
 
 def install_signal_handlers() -> None:
@@ -120,12 +112,12 @@ class DrainMiddleware(DualModeMiddleware):
     def __call__(self, request: HttpRequest):
         if self.is_async:
             return self.__acall__(request)
-        if _draining.is_set() and self._refused(request):
+        if is_draining() and self._refused(request):
             return self._refusal()
         return self.get_response(request)
 
     async def __acall__(self, request: HttpRequest):
-        if _draining.is_set() and self._refused(request):
+        if is_draining() and self._refused(request):
             return self._refusal()
         return await self.get_response(request)
 

@@ -7,7 +7,7 @@ from django.urls import include, path
 
 from completions import tokenize_views
 from gpt3dev import views
-from gpt3dev.metrics import metrics_view
+from observability.metrics import metrics_view
 from rerank import views as rerank_views
 
 admin.site.site_header = "gpt3dev administration"

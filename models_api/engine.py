@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from django.conf import settings
 
-from gpt3dev import metrics
+from observability import metrics
 
 if TYPE_CHECKING:  # importing the engine pulls in torch: only when first used
     from inference.engine import Engine
@@ -124,7 +124,7 @@ def log_sampling_defaults(entry) -> None:
 async def aload_model(entry):
     """:func:`load_model` for async views: a model already loaded is returned at once;
     a load runs on a fresh thread (see inference.threads), never on the event loop."""
-    from gpt3dev.errors import from_engine_error
+    from core.errors import from_engine_error
     from inference.errors import EngineError
     from inference.threads import run_in_fresh_thread
     from models_api.selectors import spec_from_entry

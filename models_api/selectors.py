@@ -11,8 +11,8 @@ from collections.abc import Iterable
 from django.conf import settings
 from django.db.models import QuerySet
 
-from gpt3dev.accesslog import note_served_model
-from gpt3dev.errors import APIError, model_not_found
+from core.requestcontext import note_served_model
+from core.errors import APIError, model_not_found
 from inference.types import ModelSpec
 from inference.window import spec_window
 from models_api.models import ModelEntry

@@ -12,7 +12,7 @@ from typing import Any
 from django.conf import settings
 from rest_framework import serializers
 
-from gpt3dev.fields import KnownFieldsOnly, StrictCharField
+from core.fields import KnownFieldsOnly, StrictCharField
 
 
 def _check_count(items: list[Any]) -> None:

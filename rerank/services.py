@@ -14,8 +14,8 @@ import uuid
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from gpt3dev import metrics
-from gpt3dev.errors import from_engine_error
+from observability import metrics
+from core.errors import from_engine_error
 from inference.errors import EngineError
 from inference.threads import run_in_fresh_thread
 from models_api.engine import aload_model

@@ -6,7 +6,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from gpt3dev.views_api import avalidated
+from core.validation import avalidated
 from models_api.models import ModelEntry
 from models_api.selectors import aget_served_entry, allowed_models, wrong_task
 from rerank.serializers import RerankRequestSerializer, ScoreRequestSerializer

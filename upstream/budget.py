@@ -17,7 +17,7 @@ from typing import Any
 
 from django.conf import settings
 
-from gpt3dev.views_api import text_chars
+from core.validation import text_chars
 
 COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # OpenAI's default for /v1/completions
 

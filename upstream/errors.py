@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from gpt3dev.errors import ERROR_TYPES, error_payload
+from core.errors import ERROR_TYPES, error_payload
 
 MAX_MESSAGE_CHARS = 2000
 REDACTED = "[redacted]"

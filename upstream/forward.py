@@ -37,10 +37,10 @@ import httpx
 from django.conf import settings
 from django.http import HttpResponse, JsonResponse
 
-from gpt3dev import metrics
-from gpt3dev.errors import APIError, error_payload
-from gpt3dev.http import SSE_DONE, sse_frame, sse_response
-from gpt3dev.requestcontext import current_record
+from observability import metrics
+from core.errors import APIError, error_payload
+from core.http import SSE_DONE, sse_frame, sse_response
+from core.requestcontext import current_record
 from upstream.errors import normalised_error, redact
 from upstream.pool import Pool, Server, describe, http_client, pool_for
 from upstream.reading import TooLarge, chunk_problem, encoding_problem, max_bytes, read_body, sse_events

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import httpx
 from django.conf import settings
 
-from gpt3dev import metrics
+from observability import metrics
 from upstream import urlpolicy
 from upstream.credentials import UnreadableKey, decrypt_key
 
@@ -88,7 +88,7 @@ class Pool:
         try:
             key = decrypt_key(self.stored_key)
         except UnreadableKey as exc:
-            from gpt3dev.errors import APIError
+            from core.errors import APIError
 
             raise APIError(503, str(exc), code="upstream_key_unreadable") from None
         return {"Authorization": f"Bearer {key}"} if key else {}

@@ -14,7 +14,7 @@ from access.keys import Principal
 from access.models import RateLimitWindow
 from access.ratelimit import LimitState, admit_request, current_window, reserve_tokens, settle_tokens
 from completions.views import _admit
-from gpt3dev.errors import APIError
+from core.errors import APIError
 from tests.access.conftest import bearer
 from tests.openai_schema import assert_matches_schema
 

@@ -192,7 +192,7 @@ def test_offline_hub_model_is_503_fast(client, monkeypatch, gpt3dev_settings):
 
 @pytest.mark.parametrize("prompt", [[1, -2, 3], [[1, 2], [-3]]])
 def test_negative_token_ids_are_refused_like_embeddings_input(client, prompt):
-    """One token-id rule (gpt3dev.fields) for completions' prompt and embeddings' input."""
+    """One token-id rule (core.fields) for completions' prompt and embeddings' input."""
     status, body = post(client, "/v1/completions", {"model": "SmolLM2-135M-Instruct", "prompt": prompt})
     assert status == 400 and body["error"]["param"] == "prompt"
     status, body = post(client, "/v1/embeddings", {"model": "all-MiniLM-L6-v2", "input": prompt})

@@ -8,15 +8,16 @@ import time
 import httpx
 import pytest
 
+from core import lifecycle
 from gpt3dev import shutdown
 from tests.live_server import LiveServer
 
 
 @pytest.fixture
 def draining():
-    shutdown._draining.set()
+    lifecycle.mark_draining()
     yield
-    shutdown.reset_for_tests()
+    lifecycle.reset_for_tests()
 
 
 @pytest.mark.django_db
@@ -100,5 +101,5 @@ def test_requests_still_running_after_the_grace_period_are_cancelled(gpt3dev_set
     try:
         asyncio.run(main())
     finally:
-        shutdown.reset_for_tests()
+        lifecycle.reset_for_tests()
     assert cancelled == ["/v1/slow"]

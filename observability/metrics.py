@@ -30,7 +30,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from gpt3dev.requestcontext import current_record
+from core.requestcontext import current_record
 
 MULTIPROC_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
 

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from prometheus_client import REGISTRY
 
-from gpt3dev import metrics
+from observability import metrics
 from tests.live_server import LiveServer
 
 pytestmark = pytest.mark.django_db
@@ -170,9 +170,9 @@ def test_metrics_imports_neither_the_engine_nor_the_access_log():
     import ast
     from pathlib import Path
 
-    import gpt3dev.metrics
+    import observability.metrics
 
-    tree = ast.parse(Path(gpt3dev.metrics.__file__).read_text())
+    tree = ast.parse(Path(observability.metrics.__file__).read_text())
     imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
     imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
-    assert not {name for name in imported if name and (name.startswith("models_api") or name == "gpt3dev.accesslog")}
+    assert not {name for name in imported if name and (name.startswith("models_api") or name == "observability.accesslog")}

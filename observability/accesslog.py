@@ -23,8 +23,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
 from datetime import datetime, timezone
 from typing import Any
 
@@ -33,61 +32,14 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponseBase
 from django.urls import Resolver404, resolve
 
-from gpt3dev import memory, metrics
-from gpt3dev.middleware import DualModeMiddleware
-from gpt3dev.requestcontext import current_record, set_current_record
+from observability import memory, metrics
+from core.middleware import DualModeMiddleware
+from core.requestcontext import RequestRecord, set_current_record
 
 access_logger = logging.getLogger("gpt3dev.access")
 logger = logging.getLogger("gpt3dev.request")
 
 REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-
-
-@dataclass
-class RequestRecord:
-    request_id: str
-    method: str
-    path: str
-    started: float = field(default_factory=time.monotonic)
-    key_name: str | None = None
-    model: str | None = None
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-    ttft: float | None = None
-    served_model: str | None = None  # a registry id: the only model label metrics get
-    prompt: Any = None  # only with ACCESS_LOG_PROMPTS=1
-    status: int = 0
-    on_end: list[Callable[["RequestRecord"], None]] = field(default_factory=list)
-    finished: bool = False
-
-    @property
-    def used_tokens(self) -> int:
-        return (self.prompt_tokens or 0) + (self.completion_tokens or 0)
-
-
-
-
-def note_request_body(body: dict[str, Any]) -> None:
-    """Called by the JSON views with the parsed body: the model and, when asked for, the prompt."""
-    record = current_record()
-    if record is None:
-        return
-    if isinstance(body.get("model"), str) and record.model is None:
-        record.model = body["model"][:128]
-    if settings.GPT3DEV["ACCESS_LOG_PROMPTS"]:
-        for name in ("messages", "prompt", "input"):
-            if name in body:
-                record.prompt = body[name]
-                break
-
-
-def note_served_model(model_id: str) -> None:
-    """The request's model resolved to a served registry entry (bounded metric labels:
-    a client's made-up model names never become label values)."""
-    record = current_record()
-    if record is not None:
-        record.served_model = model_id
-        record.model = model_id
 
 
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for "the client went away before the answer ended"
@@ -96,7 +48,7 @@ CLIENT_CLOSED_REQUEST = 499  # nginx's status for "the client went away before t
 def gone_status() -> int:
     """The status of a request cut short: 499 when its client left, 503 when the server's
     shutdown grace ran out and cancelled it."""
-    from gpt3dev.shutdown import is_draining
+    from core.lifecycle import is_draining
 
     return 503 if is_draining() else CLIENT_CLOSED_REQUEST
 

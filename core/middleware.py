@@ -1,6 +1,6 @@
 """Middleware that keeps every answer under /v1/ in OpenAI's error shape.
 
-Views raise :class:`gpt3dev.errors.APIError` (or an engine error) and this turns it into
+Views raise :class:`core.errors.APIError` (or an engine error) and this turns it into
 a JSON answer; anything else that escapes becomes a 500 without a traceback. Answers
 Django builds itself (404 for an unknown route, 405, 413, the 500 page) are rewritten.
 It is natively sync and async, so streaming views never hop threads because of it.
@@ -14,7 +14,7 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.core.exceptions import DisallowedHost, RequestDataTooBig
 from django.http import HttpRequest, HttpResponseBase
 
-from gpt3dev.errors import APIError, error_response, from_engine_error, internal_error
+from core.errors import APIError, error_response, from_engine_error, internal_error
 from inference.errors import EngineError
 
 logger = logging.getLogger("gpt3dev.request")

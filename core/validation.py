@@ -16,9 +16,9 @@ from typing import Any
 from django.conf import settings
 from rest_framework import serializers
 
-from gpt3dev.accesslog import note_request_body
-from gpt3dev.errors import invalid_value, validation_error
-from gpt3dev.http import parse_json_body
+from core.requestcontext import note_request_body
+from core.errors import invalid_value, validation_error
+from core.http import parse_json_body
 
 
 def validated(request, serializer_class: type[serializers.Serializer]) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from typing import Any
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, StreamingHttpResponse
 
-from gpt3dev.errors import APIError
+from core.errors import APIError
 
 def parse_json_body(request: HttpRequest) -> dict[str, Any]:
     """The request's JSON object, or an APIError that says what is wrong with it."""
