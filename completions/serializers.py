@@ -224,17 +224,23 @@ class MessageSerializer(serializers.Serializer):
         return message
 
 
-class ChatCompletionRequestSerializer(SamplingRequestSerializer):
-    messages = MessageSerializer(many=True, allow_empty=False)
-    max_completion_tokens = serializers.IntegerField(required=False, allow_null=True, min_value=1)
-    logprobs = serializers.BooleanField(required=False, allow_null=True, default=False)
-    top_logprobs = serializers.IntegerField(required=False, allow_null=True, min_value=0, max_value=20)
-    response_format = ResponseFormatSerializer(required=False, allow_null=True)
+class ToolFieldsSerializer(serializers.Serializer):
+    """The tool fields of a chat request (``/tokenize`` takes them too, to render tools
+    as chat does); ``completions.tools.validate_tools`` checks what they hold."""
+
     tools = serializers.JSONField(required=False, allow_null=True)
     tool_choice = serializers.JSONField(required=False, allow_null=True)
     parallel_tool_calls = serializers.BooleanField(required=False, allow_null=True)
     functions = serializers.JSONField(required=False, allow_null=True)
     function_call = serializers.JSONField(required=False, allow_null=True)
+
+
+class ChatCompletionRequestSerializer(ToolFieldsSerializer, SamplingRequestSerializer):
+    messages = MessageSerializer(many=True, allow_empty=False)
+    max_completion_tokens = serializers.IntegerField(required=False, allow_null=True, min_value=1)
+    logprobs = serializers.BooleanField(required=False, allow_null=True, default=False)
+    top_logprobs = serializers.IntegerField(required=False, allow_null=True, min_value=0, max_value=20)
+    response_format = ResponseFormatSerializer(required=False, allow_null=True)
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         attrs = super().validate(attrs)

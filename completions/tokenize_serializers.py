@@ -13,14 +13,14 @@ from typing import Any
 
 from rest_framework import serializers
 
-from completions.serializers import MessageSerializer
+from completions.serializers import MessageSerializer, ToolFieldsSerializer
 from completions.tools import validate_tools
 from core.fields import KnownFieldsOnly, StrictCharField, is_token_id
 
 CHAT_ONLY = ("add_generation_prompt", "tools", "tool_choice", "parallel_tool_calls", "functions", "function_call")
 
 
-class TokenizeRequestSerializer(KnownFieldsOnly, serializers.Serializer):
+class TokenizeRequestSerializer(KnownFieldsOnly, ToolFieldsSerializer):
     model = StrictCharField()
     prompt = StrictCharField(required=False, allow_blank=True, trim_whitespace=False)
     messages = MessageSerializer(many=True, required=False, allow_empty=False)
@@ -28,11 +28,6 @@ class TokenizeRequestSerializer(KnownFieldsOnly, serializers.Serializer):
     add_special_tokens = serializers.BooleanField(required=False, allow_null=True, default=None)
     add_generation_prompt = serializers.BooleanField(required=False, allow_null=True, default=None)
     return_token_strs = serializers.BooleanField(required=False, allow_null=True, default=False)
-    tools = serializers.JSONField(required=False, allow_null=True)
-    tool_choice = serializers.JSONField(required=False, allow_null=True)
-    parallel_tool_calls = serializers.BooleanField(required=False, allow_null=True)
-    functions = serializers.JSONField(required=False, allow_null=True)
-    function_call = serializers.JSONField(required=False, allow_null=True)
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         has_prompt, has_messages = "prompt" in attrs, "messages" in attrs
