@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from core.errors import APIError, from_engine_error
-from inference.errors import EngineError
+from inference.errors import EngineError, InvalidInput
 from inference.types import GenerationRequest, SequenceDelta, TokenLogprob
 
 if TYPE_CHECKING:  # the engine pulls in torch: import it only where a model is used
@@ -29,8 +29,11 @@ class PrimedStream:
     first: SequenceDelta
 
 
-async def open_streams(generator: TextGenerator, requests: list[GenerationRequest]) -> list[PrimedStream]:
-    """Submit every request at once and wait for each one's first delta."""
+async def open_streams(
+    generator: TextGenerator, requests: list[GenerationRequest], *, prompt_param: str = "prompt"
+) -> list[PrimedStream]:
+    """Submit every request at once and wait for each one's first delta. An engine refusal
+    of the prompt names ``prompt_param`` (chat's prompt is its ``messages``)."""
     try:
         generator.check_total(sum(request.n for request in requests))
     except EngineError as exc:
@@ -40,6 +43,8 @@ async def open_streams(generator: TextGenerator, requests: list[GenerationReques
     failure = next((f for f in firsts if isinstance(f, BaseException)), None)
     if failure is not None:
         await asyncio.gather(*(it.aclose() for it in iterators), return_exceptions=True)
+        if isinstance(failure, InvalidInput) and failure.param == "prompt":
+            failure.param = prompt_param
         if isinstance(failure, EngineError):
             raise from_engine_error(failure)
         raise failure

@@ -116,7 +116,7 @@ class SamplingRequestSerializer(KnownFieldsOnly, GuidedFieldsMixin, serializers.
     stream = serializers.BooleanField(required=False, allow_null=True, default=False)
     stream_options = StreamOptionsSerializer(required=False, allow_null=True)
     user = serializers.CharField(required=False, allow_null=True, allow_blank=True)
-    # Extensions vLLM users expect (documented in the README).
+    # Extensions vLLM users expect (documented in docs/api/sampling.md).
     top_k = serializers.IntegerField(required=False, allow_null=True, min_value=-1)
     min_p = serializers.FloatField(required=False, allow_null=True, min_value=0, max_value=1)
     repetition_penalty = serializers.FloatField(required=False, allow_null=True, min_value=0.01, max_value=10)
@@ -159,7 +159,8 @@ class CompletionRequestSerializer(SamplingRequestSerializer):
             if best_of < n:
                 raise serializers.ValidationError({"best_of": f"must be at least n ({n})."})
             if attrs.get("stream") and best_of > 1:
-                raise serializers.ValidationError({"best_of": "cannot be used with stream (the best are only known at the end)."})
+                raise serializers.ValidationError(
+                    {"best_of": "cannot be used with stream (the best are only known at the end)."})
         if attrs.get("max_tokens") == 0 and not attrs.get("echo"):
             raise serializers.ValidationError({"max_tokens": "must be at least 1 (0 is allowed only with echo)."})
         return attrs
@@ -247,7 +248,8 @@ class ChatCompletionRequestSerializer(ToolFieldsSerializer, SamplingRequestSeria
         attrs["tool_plan"] = validate_tools(attrs)
         vllm = [f for f in constraint_fields(attrs) if f != "response_format"]
         if attrs["tool_plan"] is not None and vllm:
-            raise serializers.ValidationError({vllm[0]: "cannot be combined with tools; use response_format for the text reply."})
+            raise serializers.ValidationError(
+                {vllm[0]: "cannot be combined with tools; use response_format for the text reply."})
         if attrs.get("max_tokens") == 0:
             raise serializers.ValidationError({"max_tokens": "must be at least 1."})
         if attrs.get("top_logprobs") is not None and not attrs.get("logprobs"):

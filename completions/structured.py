@@ -89,7 +89,8 @@ class StructuredOutputsSerializer(serializers.Serializer):
         )
         if len(given) != 1:
             raise serializers.ValidationError(
-                "give exactly one of json, regex, choice, grammar or json_object" + (f" (got {', '.join(given)})." if given else ".")
+                "give exactly one of json, regex, choice, grammar or json_object"
+                + (f" (got {', '.join(given)})." if given else ".")
             )
         return attrs
 

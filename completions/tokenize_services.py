@@ -14,10 +14,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from completions import tools
-from completions.services import require_chat
-from core.errors import APIError, invalid_value
-from inference.errors import InvalidInput
+from completions.serving_chat import render_prompt, require_chat
+from core.errors import APIError, from_engine_error, invalid_value
+from inference.errors import InvalidInput, check_vocabulary
 from models_api.engine import aload_model
 from models_api.models import ModelEntry
 
@@ -41,21 +40,11 @@ def _encode_prompt(model: Any, entry: ModelEntry, text: str, add_special_tokens:
 
 
 def _encode_chat(model: Any, entry: ModelEntry, data: dict[str, Any]) -> list[int]:
-    """The chat prompt, built as completions.services.plan_chat builds it."""
+    """The chat prompt, built as /v1/chat/completions builds it."""
     require_chat(entry)
     if not getattr(model, "has_chat_template", False):
         raise APIError(400, f"The model '{entry.model_id}' has no chat template.", param="messages")
-    plan: tools.ToolPlan | None = data.get("tool_plan")
-    take_tools = model.template_takes_tools
-    messages = tools.render_messages(data["messages"], plan, template_tools=take_tools)
-    try:
-        ids = model.render_chat(
-            messages,
-            tools=[t.openai() for t in plan.tools] if plan and take_tools else None,
-            add_generation_prompt=data["add_generation_prompt"],
-        )
-    except InvalidInput as exc:
-        raise invalid_value("messages", str(exc)) from None
+    ids = render_prompt(model, data, add_generation_prompt=data["add_generation_prompt"])
     return _with_specials(model.tokenizer, ids) if data["add_special_tokens"] else ids
 
 
@@ -76,12 +65,10 @@ async def tokenize(*, data: dict[str, Any], entry: ModelEntry) -> dict[str, Any]
 async def detokenize(*, data: dict[str, Any], entry: ModelEntry) -> dict[str, Any]:
     model = await aload_model(entry)
     ids = data["tokens"]
-    limit = len(model.tokenizer)
-    for index, token in enumerate(ids):
-        if token >= limit:
-            raise invalid_value(
-                "tokens", f"token {index} ({token}) is outside this model's vocabulary (0..{limit - 1})."
-            )
+    try:
+        check_vocabulary(ids, len(model.tokenizer), param="tokens")
+    except InvalidInput as exc:
+        raise from_engine_error(exc) from None
     # Special tokens stay and no spaces are "cleaned up", so detokenize(tokenize(x)) == x.
     text = await asyncio.to_thread(
         model.tokenizer.decode, ids, skip_special_tokens=False, clean_up_tokenization_spaces=False

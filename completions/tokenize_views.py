@@ -15,23 +15,15 @@ from django.views.decorators.http import require_POST
 from completions import tokenize_services
 from completions.tokenize_serializers import DetokenizeRequestSerializer, TokenizeRequestSerializer
 from core.validation import avalidated
-from models_api.selectors import aget_served_entry, allowed_models
+from models_api.selectors import aentry_for
 from upstream import forward
-
-
-async def _forwarded(request: HttpRequest, entry, route: str) -> HttpResponse:
-    hops = forward.incoming_hops(request)
-    status, body = await forward.forward_json(entry, f"/../{route}", request.openai_body, hops)
-    response = JsonResponse(body, status=status)
-    response.openai_error = status >= 400  # already in OpenAI's shape: the middleware leaves it alone
-    return response
 
 
 async def _serve(request: HttpRequest, serializer_class, service, route: str) -> HttpResponse:
     data = await avalidated(request, serializer_class)
-    entry = await aget_served_entry(data["model"], allowed=allowed_models(request))
-    if entry.is_upstream:
-        return await _forwarded(request, entry, route)
+    entry = await aentry_for(request, data["model"])
+    if entry.is_upstream:  # to the root of each base URL, where vLLM serves them
+        return await forward.relay_json(request, entry, f"/../{route}")
     return JsonResponse(await service(data=data, entry=entry))
 
 

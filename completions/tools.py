@@ -28,15 +28,15 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from dataclasses import dataclass, field
 from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
 from typing import Any
 
 from rest_framework import serializers
 
 from completions.structured import NAME_RE
 from core.fields import StrictCharField
-from inference.constraints import GrammarSpec, lark_json, lark_string, json_schema_spec
+from inference.constraints import GrammarSpec, json_schema_spec, lark_json, lark_string
 
 OPEN, CLOSE = "<tool_call>\n", "\n</tool_call>"
 ARGUMENTS = '"arguments": '
@@ -45,7 +45,8 @@ EMPTY_PARAMETERS: dict[str, Any] = {"type": "object", "properties": {}}
 
 # ----------------------------------------------------------------------------- request
 class FunctionSerializer(serializers.Serializer):
-    name = serializers.RegexField(NAME_RE, error_messages={"invalid": "must be 1-64 letters, digits, underscores or dashes."})
+    name = serializers.RegexField(
+        NAME_RE, error_messages={"invalid": "must be 1-64 letters, digits, underscores or dashes."})
     description = StrictCharField(required=False, allow_blank=True, allow_null=True)
     parameters = serializers.JSONField(required=False, allow_null=True)
     strict = serializers.BooleanField(required=False, allow_null=True)
@@ -69,7 +70,8 @@ class Tool:
     param: str  # where its schema is in the request, for errors
 
     def openai(self) -> dict[str, Any]:
-        return {"type": "function", "function": {"name": self.name, "description": self.description, "parameters": self.parameters}}
+        return {"type": "function",
+                "function": {"name": self.name, "description": self.description, "parameters": self.parameters}}
 
 
 @dataclass(frozen=True)
@@ -113,13 +115,16 @@ def validate_tools(attrs: dict[str, Any]) -> ToolPlan | None:
         prefix = f"{field_name}[{i}]" + ("" if legacy else ".function")
         if fn["name"] in seen:
             msg = f"duplicate function name '{fn['name']}'."
-            raise serializers.ValidationError({field_name: {i: {"name": msg} if legacy else {"function": {"name": msg}}}})
+            where = {"name": msg} if legacy else {"function": {"name": msg}}
+            raise serializers.ValidationError({field_name: {i: where}})
         seen.add(fn["name"])
-        tools.append(Tool(fn["name"], fn.get("description") or "", fn.get("parameters") or EMPTY_PARAMETERS, f"{prefix}.parameters"))
+        parameters = fn.get("parameters") or EMPTY_PARAMETERS
+        tools.append(Tool(fn["name"], fn.get("description") or "", parameters, f"{prefix}.parameters"))
     choice_value = attrs.get(choice_field)
     choice = "auto" if choice_value is None else _choice_name(choice_value, choice_field)
     if choice not in ("none", "auto", "required") and choice not in seen:
-        raise serializers.ValidationError({choice_field: f"names the function '{choice}', which is not in {field_name}."})
+        raise serializers.ValidationError(
+            {choice_field: f"names the function '{choice}', which is not in {field_name}."})
     if choice == "required" and not tools:
         raise serializers.ValidationError({choice_field: f"is 'required' but no {field_name} are given."})
     if not tools or choice == "none":
@@ -138,7 +143,8 @@ def parameter_specs(plan: ToolPlan) -> list[GrammarSpec]:
 # ------------------------------------------------------------------------------ prompt
 def generic_instructions(plan: ToolPlan) -> str:
     lines = ["You can call these functions:"]
-    lines += [json.dumps({"name": t.name, "description": t.description, "parameters": t.parameters}, ensure_ascii=False) for t in plan.tools]
+    lines += [json.dumps({"name": t.name, "description": t.description, "parameters": t.parameters},
+                         ensure_ascii=False) for t in plan.tools]
     lines.append(
         "To call a function, answer with a block like this, and nothing else:\n"
         f'{OPEN}{{"name": "<function name>", "arguments": {{<arguments as JSON>}}}}{CLOSE}'
@@ -165,7 +171,8 @@ def _arguments(text: str) -> Any:
         return text
 
 
-def render_messages(messages: list[dict[str, Any]], plan: ToolPlan | None, *, template_tools: bool) -> list[dict[str, Any]]:
+def render_messages(messages: list[dict[str, Any]], plan: ToolPlan | None, *,
+                    template_tools: bool) -> list[dict[str, Any]]:
     """The conversation as the chat template gets it (see the module docstring)."""
     out: list[dict[str, Any]] = []
     for m in messages:
@@ -174,7 +181,8 @@ def render_messages(messages: list[dict[str, Any]], plan: ToolPlan | None, *, te
             msg: dict[str, Any] = {"role": m["role"], "content": m["content"]}
             if calls:
                 msg["tool_calls"] = [
-                    {"id": c["id"], "type": "function", "function": {"name": c["name"], "arguments": _arguments(c["arguments"])}}
+                    {"id": c["id"], "type": "function",
+                     "function": {"name": c["name"], "arguments": _arguments(c["arguments"])}}
                     for c in calls
                 ]
             if m["role"] == "tool":
@@ -389,9 +397,12 @@ class DeltaStream:
 
     def _deltas(self, call: Call) -> list[dict[str, Any]]:
         if self.legacy:
-            return [{"function_call": {"name": call.name, "arguments": ""}}, {"function_call": {"arguments": call.arguments}}]
-        first = {"index": self.calls, "id": _call_id(), "type": "function", "function": {"name": call.name, "arguments": ""}}
-        return [{"tool_calls": [first]}, {"tool_calls": [{"index": self.calls, "function": {"arguments": call.arguments}}]}]
+            return [{"function_call": {"name": call.name, "arguments": ""}},
+                    {"function_call": {"arguments": call.arguments}}]
+        first = {"index": self.calls, "id": _call_id(), "type": "function",
+                 "function": {"name": call.name, "arguments": ""}}
+        rest = {"index": self.calls, "function": {"arguments": call.arguments}}
+        return [{"tool_calls": [first]}, {"tool_calls": [rest]}]
 
     def finish_reason(self, reason: str | None) -> str | None:
         """The choice's finish reason: as for a plain answer (see :func:`message`)."""

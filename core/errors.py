@@ -12,7 +12,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from django.http import JsonResponse
-from rest_framework import exceptions as drf_exceptions
 from rest_framework.exceptions import ErrorDetail
 
 from inference import errors as engine_errors
@@ -149,16 +148,3 @@ def _code_of(detail: Any) -> str | None:
         detail = next(iter(detail.values())) if isinstance(detail, Mapping) else detail[0]
     code = getattr(detail, "code", None)
     return code if code in {"context_length_exceeded", "model_not_found", "invalid_value"} else None
-
-
-def drf_exception_handler(exc: Exception, context: Any) -> JsonResponse | None:
-    """DRF's EXCEPTION_HANDLER: every DRF exception in the OpenAI shape."""
-    if isinstance(exc, APIError):
-        return error_response(exc)
-    if isinstance(exc, engine_errors.EngineError):
-        return error_response(from_engine_error(exc))
-    if isinstance(exc, drf_exceptions.ValidationError):
-        return error_response(validation_error(exc.detail))
-    if isinstance(exc, drf_exceptions.APIException):
-        return error_response(APIError(exc.status_code, str(exc.detail)))
-    return None

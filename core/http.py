@@ -11,6 +11,7 @@ from django.http import HttpRequest, StreamingHttpResponse
 
 from core.errors import APIError
 
+
 def parse_json_body(request: HttpRequest) -> dict[str, Any]:
     """The request's JSON object, or an APIError that says what is wrong with it."""
     content_type = request.content_type or ""

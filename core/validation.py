@@ -16,7 +16,6 @@ from typing import Any
 from django.conf import settings
 from rest_framework import serializers
 
-from core.requestcontext import note_request_body
 from core.errors import invalid_value, validation_error
 from core.http import parse_json_body
 
@@ -25,7 +24,6 @@ def validated(request, serializer_class: type[serializers.Serializer]) -> dict[s
     """The request body, validated; a 400/413/415 APIError names what is wrong."""
     body = parse_json_body(request)
     request.openai_body = body  # as sent: what an upstream model's server receives
-    note_request_body(body)  # the access log's model (and prompt, when asked for)
     check_input_caps(body)
     serializer = serializer_class(data=body)
     if not serializer.is_valid():
@@ -48,12 +46,14 @@ def check_input_caps(body: dict[str, Any]) -> None:
         if len(prompt) > conf["MAX_PROMPTS"]:
             raise invalid_value(
                 "prompt",
-                f"this server accepts at most {conf['MAX_PROMPTS']} prompts per request (MAX_PROMPTS), got {len(prompt)}.",
+                f"this server accepts at most {conf['MAX_PROMPTS']} prompts per request (MAX_PROMPTS), "
+                f"got {len(prompt)}.",
             )
     if isinstance(messages, list) and len(messages) > conf["MAX_MESSAGES"]:
         raise invalid_value(
             "messages",
-            f"this server accepts at most {conf['MAX_MESSAGES']} messages per request (MAX_MESSAGES), got {len(messages)}.",
+            f"this server accepts at most {conf['MAX_MESSAGES']} messages per request (MAX_MESSAGES), "
+            f"got {len(messages)}.",
         )
     limit = conf["MAX_INPUT_CHARS"]
     for param, value in (("prompt", prompt), ("messages", messages), ("input", inputs)):

@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from observability import metrics
 from core.errors import from_engine_error, invalid_value
+from core.usage import Usage
 from inference.errors import EngineError
 from inference.threads import run_in_fresh_thread
 from models_api.engine import aload_model
@@ -55,14 +55,14 @@ async def plan_embeddings(*, data: dict[str, Any], entry: ModelEntry) -> Embeddi
     return EmbeddingsPlan(entry, embedder, inputs, data.get("encoding_format") == "base64", tokens)
 
 
-async def run_embeddings(plan: EmbeddingsPlan) -> dict[str, Any]:
+async def run_embeddings(plan: EmbeddingsPlan, used: Usage) -> dict[str, Any]:
     embedder, inputs = plan.embedder, plan.inputs
     compute = embedder.embed_texts if isinstance(inputs[0], str) else embedder.embed_token_ids
     try:
         result = await run_in_fresh_thread(compute, inputs)
     except EngineError as exc:
         raise from_engine_error(exc) from None
-    metrics.embeddings_done(plan.entry.model_id, prompt_tokens=result.prompt_tokens)
+    used.read(plan.entry.model_id, result.prompt_tokens)
     return {
         "object": "list",
         "data": [
@@ -72,11 +72,6 @@ async def run_embeddings(plan: EmbeddingsPlan) -> dict[str, Any]:
         "model": plan.entry.model_id,
         "usage": {"prompt_tokens": result.prompt_tokens, "total_tokens": result.prompt_tokens},
     }
-
-
-async def embeddings_create(*, data: dict[str, Any], entry: ModelEntry) -> dict[str, Any]:
-    """Plan and run at once (no rate limit to reserve against)."""
-    return await run_embeddings(await plan_embeddings(data=data, entry=entry))
 
 
 def _encode(vector: list[float], as_base64: bool) -> list[float] | str:

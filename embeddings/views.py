@@ -8,12 +8,13 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from access.ratelimit import areserve_tokens
-from embeddings.serializers import EmbeddingRequestSerializer
-from embeddings.services import plan_embeddings, run_embeddings
+from core import usage
 from core.errors import APIError
 from core.validation import avalidated
+from embeddings.serializers import EmbeddingRequestSerializer
+from embeddings.services import plan_embeddings, run_embeddings
 from models_api.models import ModelEntry
-from models_api.selectors import aget_served_entry, allowed_models
+from models_api.selectors import aentry_for
 from upstream import budget, forward
 
 
@@ -27,10 +28,11 @@ async def create_embeddings(request: HttpRequest) -> HttpResponse:
             code="embeddings_disabled",
         )
     data = await avalidated(request, EmbeddingRequestSerializer)
-    entry = await aget_served_entry(data["model"], task=ModelEntry.Task.EMBEDDINGS, allowed=allowed_models(request))
+    entry = await aentry_for(request, data["model"], task=ModelEntry.Task.EMBEDDINGS)
+    used = usage.of(request)
     if entry.is_upstream:  # an estimate (no tokenizer here), settled to the upstream's usage
         await areserve_tokens(request, budget.embeddings_budget(data), param="input")
-        return await forward.embeddings_json(entry, request.openai_body, forward.incoming_hops(request))
+        return await forward.embeddings_json(entry, request.openai_body, used, forward.incoming_hops(request))
     plan = await plan_embeddings(data=data, entry=entry)
     await areserve_tokens(request, plan.prompt_tokens, param="input")  # before any forward pass
-    return JsonResponse(await run_embeddings(plan))
+    return JsonResponse(await run_embeddings(plan, used))

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from .errors import InvalidInput
+from .errors import InvalidInput, check_vocabulary
 from .types import ModelSpec
 from .window import embedding_window
 
@@ -123,9 +123,7 @@ class Embedder:
         limit = len(self.tokenizer)
         encoded = []
         for row in ids:
-            bad = [t for t in row if not 0 <= int(t) < limit]
-            if bad:
-                raise InvalidInput(f"token id {bad[0]} is outside this model's vocabulary (0..{limit - 1})", param="input")
+            check_vocabulary(row, limit, param="input")
             encoded.append(self._wrap_specials([int(t) for t in row]))
         return self._embed_ids(encoded)
 

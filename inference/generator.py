@@ -13,11 +13,11 @@ import torch
 
 from .constraints import ConstraintCompiler, Grammar, GrammarLimits, GrammarSpec
 from .detokenize import IncrementalDetokenizer, TokenTable
-from .errors import InvalidInput
+from .errors import InvalidInput, check_vocabulary
 from .kvcache import KVPool, pool_shape_of
 from .loading import weight_format
-from .quant import activation_dtype
 from .paged_attention import check_supported, register
+from .quant import activation_dtype
 from .scheduler import Scheduler, SchedulerLimits
 from .threads import run_in_fresh_thread
 from .types import GenerationRequest, ModelSpec, SamplingParams, SequenceDelta, TokenLogprob
@@ -59,7 +59,8 @@ class TextGenerator:
         self.tokenizer = tokenizer
         self.device = device
         config = model.config
-        window = generation_window(config.to_dict(), getattr(tokenizer, "model_max_length", None), default_context_tokens)
+        window = generation_window(config.to_dict(), getattr(tokenizer, "model_max_length", None),
+                                   default_context_tokens)
         self.context_length: int = int(spec.max_context_tokens or window)
         embed_rows = model.get_input_embeddings().weight.shape[0]
         self.vocab_size: int = len(tokenizer)
@@ -209,9 +210,7 @@ class TextGenerator:
         and pool), so other streams keep flowing while a long prompt is scored."""
         ids = [int(t) for t in token_ids]
         if len(ids) <= 1:
-            bad = [t for t in ids if not 0 <= t < self._id_limit]
-            if bad:
-                raise InvalidInput(f"token id {bad[0]} is outside the vocabulary", param="prompt")
+            check_vocabulary(ids, self._id_limit)
             return [None] * len(ids)
         request = GenerationRequest(
             request_id="score", prompt_token_ids=tuple(ids),

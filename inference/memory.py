@@ -5,6 +5,8 @@ Torch-free, so the settings module can validate ``KV_CACHE_MEMORY`` at start-up.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
 import re
 
@@ -61,15 +63,26 @@ def budget_bytes(setting: int | float, device_type: str) -> int:
     return int(setting)
 
 
-def give_back_freed_memory() -> None:
-    """Ask glibc to return freed heap memory to the system (``malloc_trim``), so the
-    temporaries of a model load or unload do not stay in the resident size. A no-op
-    where the C library has no such call."""
-    import ctypes
-    import ctypes.util
-
+def _load_trim():
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.malloc_trim(0)
+        trim = libc.malloc_trim
     except (OSError, AttributeError):
-        pass
+        return None
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    return trim
+
+
+_malloc_trim = _load_trim()
+TRIM_AVAILABLE = _malloc_trim is not None
+
+
+def give_back_freed_memory() -> bool:
+    """Ask glibc to return freed heap memory to the system (``malloc_trim``), so the
+    temporaries of a model load or unload, or a large request body, do not stay in the
+    resident size. False where the C library has no such call."""
+    if _malloc_trim is None:
+        return False
+    _malloc_trim(0)
+    return True

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
-import os
 
+from django.conf import settings
 from django.db import DatabaseError
 
 from models_api.engine import engine_if_started
@@ -20,7 +20,7 @@ def entry_loadable(entry: ModelEntry) -> tuple[bool, str]:
     if entry.is_upstream:
         return upstream_health(entry)
     if entry.source_type == ModelEntry.SourceType.HUB:
-        if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        if settings.GPT3DEV["HF_HUB_OFFLINE"]:
             return False, "a Hub repo, and HF_HUB_OFFLINE is set"
         return True, "a Hub repo (downloaded on first use)"
     try:

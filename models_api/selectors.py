@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from django.conf import settings
 from django.db.models import QuerySet
 
-from core.requestcontext import note_served_model
+from core import usage
 from core.errors import APIError, model_not_found
 from inference.types import ModelSpec
 from inference.window import spec_window
@@ -37,16 +37,19 @@ def served_entries(*, allowed: Iterable[str] | None = None) -> QuerySet[ModelEnt
 
 
 async def aget_served_entry(
-    model_id: object, *, task: str | None = None, allowed: Iterable[str] | None = None
+    model_id: object, *, task: str | None = None, allowed: Iterable[str] | None = None, used: usage.Usage | None = None
 ) -> ModelEntry:
     """The served entry for a request's ``model``, or the 404/400 a client should see.
-    A model outside ``allowed`` (the API key's list) is a 404, as if it did not exist."""
+    A model outside ``allowed`` (the API key's list) is a 404, as if it did not exist.
+    The entry becomes ``used``'s model (the metrics' label, the ledger's row), even when
+    it then turns out to serve another task."""
     if not isinstance(model_id, str) or not model_id:
         raise APIError(400, "You must provide a model parameter.", param="model")
     entry = await served_entries(allowed=allowed).filter(model_id=model_id).afirst()
     if entry is None:
         raise model_not_found(model_id)
-    note_served_model(entry.model_id)  # the access log's and metrics' model
+    if used is not None:
+        used.model = entry.model_id
     if task is not None and entry.task != task:
         raise wrong_task(entry, task)
     return entry
@@ -83,6 +86,11 @@ def sampling_defaults(entry: ModelEntry) -> dict:
     if not _conf("MODEL_SAMPLING_DEFAULTS") or entry.is_upstream or entry.task != ModelEntry.Task.TEXT_GENERATION:
         return {}
     return entry.sampling_defaults()
+
+
+async def aentry_for(request, model_id: object, *, task: str | None = None) -> ModelEntry:
+    """The served entry a request names, within its API key's models."""
+    return await aget_served_entry(model_id, task=task, allowed=allowed_models(request), used=usage.of(request))
 
 
 def allowed_models(request) -> tuple[str, ...] | None:

@@ -10,7 +10,7 @@ from django.views.decorators.http import require_GET
 
 from models_api.engine import loaded_format
 from models_api.models import ModelEntry
-from models_api.selectors import aget_served_entry, allowed_models, context_window, sampling_defaults, served_entries
+from models_api.selectors import aentry_for, allowed_models, context_window, sampling_defaults, served_entries
 
 
 def model_object(entry: ModelEntry) -> dict:
@@ -27,11 +27,12 @@ async def list_models(request: HttpRequest) -> JsonResponse:
 @csrf_exempt
 @require_GET
 async def retrieve_model(request: HttpRequest, model_id: str) -> JsonResponse:
-    entry = await aget_served_entry(model_id, allowed=allowed_models(request))
+    entry = await aentry_for(request, model_id)
     body = model_object(entry) | {
         "task": entry.task,
         "chat": entry.is_chat,
-        "max_context_tokens": entry.max_context_tokens if entry.is_upstream else await asyncio.to_thread(context_window, entry),
+        "max_context_tokens": (entry.max_context_tokens if entry.is_upstream
+                               else await asyncio.to_thread(context_window, entry)),
         "dtype": entry.dtype,
         "loaded_format": loaded_format(entry),
         "sampling_defaults": sampling_defaults(entry),

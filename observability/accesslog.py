@@ -1,11 +1,13 @@
 """One access-log line and the request metrics per request, written at its real end.
 
 The middleware is the outermost one: it gives every request an id (the client's
-``X-Request-ID`` when it sends a sane one), a :class:`RequestRecord` that the auth
-middleware, views and services fill in (key name, model, tokens, TTFT), and, for a
-streaming answer, wraps the body so the line is written when the last byte is sent
-(or the client goes away). Callbacks registered with ``record.on_end`` run then too
-(the rate limiter settles its token reservation there).
+``X-Request-ID`` when it sends a sane one), a :class:`RequestRecord` (id, method, path,
+status) and an empty :class:`core.usage.Usage` on ``request.usage`` that the auth
+middleware, views and services fill in (key, model, tokens, TTFT). For a streaming
+answer it wraps the body so that the request ends when the last byte is sent (or the
+client goes away); then the usage's consumers run (:func:`core.usage.finish`: the rate
+limiter's settlement, the metrics, the usage ledger) and the line is written from the
+same usage.
 
 A request whose client went away (the view cancelled, or a stream closed before its
 end) is logged and counted with status 499, nginx's "client closed request": not a 5xx
@@ -24,7 +26,7 @@ import re
 import time
 import uuid
 from collections.abc import AsyncIterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -32,17 +34,18 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponseBase
 from django.urls import Resolver404, resolve
 
-from observability import memory, metrics
+from core import usage as usage_record
 from core.middleware import DualModeMiddleware
 from core.requestcontext import RequestRecord, set_current_record
+from core.usage import CLIENT_CLOSED_REQUEST, Usage
+from observability import memory, metrics
 
 access_logger = logging.getLogger("gpt3dev.access")
 logger = logging.getLogger("gpt3dev.request")
 
 REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
-
-CLIENT_CLOSED_REQUEST = 499  # nginx's status for "the client went away before the answer ended"
+__all__ = ["CLIENT_CLOSED_REQUEST", "AccessLogMiddleware", "gone_status", "log_early_answer", "request_id_from"]
 
 
 def gone_status() -> int:
@@ -75,7 +78,7 @@ def log_early_answer(scope: dict[str, Any], status: int, started: float) -> str:
         route = "unmatched"
     seconds = time.monotonic() - started
     metrics.request_finished(route=route, model="", status=status, seconds=seconds)
-    _log_line(record, seconds)
+    _log_line(record, Usage(endpoint=route, status=status), None, seconds)
     return record.request_id
 
 
@@ -87,25 +90,31 @@ def _route(request: HttpRequest) -> str:
 
 
 def _finish(request: HttpRequest, record: RequestRecord) -> None:
-    """Synchronous end-of-request work: callbacks (may touch the database), metrics, log line."""
+    """Synchronous end-of-request work: the usage's consumers (may touch the database),
+    the request metrics, the log line."""
     if record.finished:
         return
     record.finished = True
-    if record.model is None and getattr(request, "resolver_match", None) is not None:
-        model_id = request.resolver_match.kwargs.get("model_id")
-        record.model = model_id[:128] if isinstance(model_id, str) else None
-    for callback in record.on_end:
-        try:
-            callback(record)
-        except Exception:
-            logger.exception("end-of-request callback failed")
-    seconds = time.monotonic() - record.started
     route = _route(request)
+    used = usage_record.of(request)
+    used.endpoint, used.status = used.endpoint or route, record.status
+    used.path = record.path
+    usage_record.finish(used)
+    seconds = time.monotonic() - record.started
     if route != "metrics":
-        metrics.request_finished(route=route, model=record.served_model or "", status=record.status, seconds=seconds)
+        metrics.request_finished(route=route, model=used.model or "", status=record.status, seconds=seconds)
     metrics.IN_FLIGHT.dec()
-    _log_line(record, seconds)
+    _log_line(record, used, _asked(request), seconds)
     memory.after_request(_content_length(request))
+
+
+def _asked(request: HttpRequest) -> dict[str, Any]:
+    """The parsed JSON body (validation keeps it on the request), or what the route names."""
+    body = getattr(request, "openai_body", None)
+    if isinstance(body, dict):
+        return body
+    match = getattr(request, "resolver_match", None)
+    return {"model": match.kwargs.get("model_id")} if match is not None else {}
 
 
 def _content_length(request: HttpRequest) -> int:
@@ -115,25 +124,29 @@ def _content_length(request: HttpRequest) -> int:
         return 0
 
 
-def _log_line(record: RequestRecord, seconds: float) -> None:
+def _log_line(record: RequestRecord, used: Usage, asked: dict[str, Any] | None, seconds: float) -> None:
     fmt = settings.GPT3DEV["ACCESS_LOG_FORMAT"]
     if fmt == "off":
         return
+    asked = asked or {}
+    model = used.model or (asked["model"][:128] if isinstance(asked.get("model"), str) else None)
     fields: dict[str, Any] = {
-        "time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+        "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
         "request_id": record.request_id,
         "method": record.method,
         "path": record.path,
         "status": record.status,
-        "key": record.key_name,
-        "model": record.model,
-        "prompt_tokens": record.prompt_tokens,
-        "completion_tokens": record.completion_tokens,
-        "ttft_ms": None if record.ttft is None else round(record.ttft * 1000, 1),
+        "key": used.key_name,
+        "model": model,
+        "prompt_tokens": used.input_tokens,
+        "completion_tokens": None if used.input_tokens is None else used.output_tokens,
+        "ttft_ms": None if used.ttft is None else round(used.ttft * 1000, 1),
         "duration_ms": round(seconds * 1000, 1),
     }
-    if settings.GPT3DEV["ACCESS_LOG_PROMPTS"] and record.prompt is not None:
-        fields["prompt"] = record.prompt
+    if settings.GPT3DEV["ACCESS_LOG_PROMPTS"]:
+        prompt = next((asked[name] for name in ("messages", "prompt", "input") if name in asked), None)
+        if prompt is not None:
+            fields["prompt"] = prompt
     if fmt == "json":
         # ASCII-only: control characters, ANSI escapes, DEL, C1 controls and Unicode line
         # separators from a client all become \uXXXX escapes, so one request is one line.
@@ -163,8 +176,10 @@ def _plain(value: Any) -> str:
 
 class AccessLogMiddleware(DualModeMiddleware):
     def _start(self, request: HttpRequest) -> RequestRecord:
-        record = RequestRecord(request_id=request_id_from(request.headers.get("X-Request-ID", "")), method=request.method or "", path=request.path)
+        record = RequestRecord(request_id=request_id_from(request.headers.get("X-Request-ID", "")),
+                               method=request.method or "", path=request.path)
         request.record = record
+        request.usage = Usage(started=record.started)
         set_current_record(record)
         metrics.IN_FLIGHT.inc()
         return record
@@ -234,8 +249,8 @@ async def _async_until_end(content: AsyncIterator[bytes], request: HttpRequest, 
 
 
 async def _afinish(request: HttpRequest, record: RequestRecord) -> None:
-    """_finish from async code: on a thread only when a callback needs the database."""
-    if record.on_end:
+    """_finish from async code: on a thread when a consumer may touch the database."""
+    if usage_record.needs_thread(usage_record.of(request)):
         await sync_to_async(_finish)(request, record)
     else:
         _finish(request, record)

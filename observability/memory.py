@@ -13,13 +13,13 @@ running. Where the C library is not glibc it does nothing.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import logging
 import threading
 import time
 
 from prometheus_client import Counter
+
+from inference.memory import TRIM_AVAILABLE, give_back_freed_memory
 
 logger = logging.getLogger("gpt3dev.memory")
 
@@ -30,32 +30,17 @@ _pending = threading.Lock()
 TRIMS = Counter("gpt3dev_heap_trims", "Heap trims (malloc_trim) after requests with a large body.")
 
 
-def _load_trim():
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        trim = libc.malloc_trim
-    except (OSError, AttributeError):
-        return None
-    trim.argtypes = [ctypes.c_size_t]
-    trim.restype = ctypes.c_int
-    return trim
-
-
-_malloc_trim = _load_trim()
-
-
 def trim_now() -> bool:
     """Return free heap pages to the OS now; False where malloc_trim is not available."""
-    if _malloc_trim is None:
+    if not give_back_freed_memory():
         return False
-    _malloc_trim(0)
     TRIMS.inc()
     return True
 
 
 def trim_soon() -> None:
     """Schedule one trim shortly (a no-op while one is already scheduled)."""
-    if _malloc_trim is None or not _pending.acquire(blocking=False):
+    if not TRIM_AVAILABLE or not _pending.acquire(blocking=False):
         return
 
     def work() -> None:

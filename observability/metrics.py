@@ -30,11 +30,12 @@ from prometheus_client import (
     generate_latest,
 )
 
-from core.requestcontext import current_record
+from core.usage import Usage, subscribe
 
 MULTIPROC_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
 
-REQUESTS = Counter("gpt3dev_requests", "HTTP requests answered, by route, model and status.", ["route", "model", "status"])
+REQUESTS = Counter("gpt3dev_requests", "HTTP requests answered, by route, model and status.",
+                   ["route", "model", "status"])
 REQUEST_DURATION = Histogram(
     "gpt3dev_request_duration_seconds",
     "End-to-end latency: request received to last byte sent (a stream's [DONE]).",
@@ -67,7 +68,8 @@ KV_GAUGES = {
     key: Gauge(name, doc, ["model"], multiprocess_mode="livesum")
     for key, name, doc in (
         ("kv_tokens_used", "gpt3dev_kv_cache_used_tokens", "KV pool tokens held by running sequences."),
-        ("kv_tokens_cached", "gpt3dev_kv_cache_cached_tokens", "KV pool tokens kept only for prefix reuse (evictable)."),
+        ("kv_tokens_cached", "gpt3dev_kv_cache_cached_tokens",
+         "KV pool tokens kept only for prefix reuse (evictable)."),
         ("kv_tokens_total", "gpt3dev_kv_cache_capacity_tokens", "KV pool capacity in tokens."),
         ("kv_bytes_touched", "gpt3dev_kv_cache_touched_bytes",
          "KV pool bytes ever written (on CPU the pool's pages are committed as first written, and stay)."),
@@ -165,40 +167,35 @@ def observe_many(histogram: Any, value: float, count: int) -> None:
 
 
 class GenerationTimer:
-    """TTFT, inter-token latency and token counts of one generation request.
+    """TTFT and inter-token latency of one generation, kept in its request's usage.
 
     ``tokens(n)`` for each batch of tokens as it arrives (the first call is the first
-    token), ``done()`` once at the end; both also fill the access log's record.
+    token), ``done()`` once at the end. The token counts go into ``usage`` (the
+    services' account of what the request used); the token counters are counted from
+    that same usage when the request ends (:func:`count_usage`).
     """
 
-    def __init__(self, model: str, *, prompt_tokens: int) -> None:
-        self.model = model
-        self.prompt_tokens = prompt_tokens
-        self.completion_tokens = 0
-        self.record = current_record()
-        self.started = self.record.started if self.record else time.monotonic()
+    def __init__(self, used: Usage) -> None:
+        self.used = used
         self.last: float | None = None
-        if self.record is not None:
-            self.record.model = self.record.served_model = model
+
+    @property
+    def model(self) -> str:
+        return self.used.model or ""
 
     def tokens(self, count: int) -> None:
         now = time.monotonic()
         if self.last is None:
-            ttft = now - self.started
-            TTFT.labels(self.model).observe(ttft)
-            PROMPT_TOKENS.labels(self.model).inc(self.prompt_tokens)
-            if self.record is not None:
-                self.record.ttft = ttft
-                self.record.prompt_tokens = self.prompt_tokens
+            self.used.first_token()
+            if self.used.input_tokens is None:  # nobody said (an upstream without usage)
+                self.used.input_tokens = 0
+            TTFT.labels(self.model).observe(now - self.used.started)
         elif count > 0:
             gap = (now - self.last) / count
             observe_many(INTER_TOKEN.labels(self.model), gap, count)
         if count > 0:
             self.last = now
-            self.completion_tokens += count
-            COMPLETION_TOKENS.labels(self.model).inc(count)
-            if self.record is not None:
-                self.record.completion_tokens = self.completion_tokens
+            self.used.output_tokens += count
         elif self.last is None:
             self.last = now
 
@@ -212,38 +209,34 @@ class GenerationTimer:
         their inter-token latency is the mean gap."""
         if self.last is None:
             self.first_token()
-        if completion_tokens is not None and completion_tokens > self.completion_tokens:
-            extra = completion_tokens - self.completion_tokens
+        if completion_tokens is not None and completion_tokens > self.used.output_tokens:
+            extra = completion_tokens - self.used.output_tokens
             if extra > 1 and self.last is not None:
                 gap = (time.monotonic() - self.last) / (extra - 1)
                 observe_many(INTER_TOKEN.labels(self.model), gap, extra - 1)
-            self.completion_tokens = completion_tokens
-            COMPLETION_TOKENS.labels(self.model).inc(extra)
-            if self.record is not None:
-                self.record.completion_tokens = completion_tokens
-
+            self.used.output_tokens = completion_tokens
 
     def usage(self, prompt_tokens: int, completion_tokens: int) -> None:
         """The answer is complete and someone else counted its tokens (an upstream
         server's ``usage``): those counts replace ours."""
         if self.last is None:
             self.first_token()
-        if prompt_tokens > self.prompt_tokens:
-            PROMPT_TOKENS.labels(self.model).inc(prompt_tokens - self.prompt_tokens)
-        self.prompt_tokens = prompt_tokens
+        self.used.input_tokens = prompt_tokens
         self.done(completion_tokens)
-        if self.record is not None:
-            self.record.prompt_tokens = prompt_tokens
-            self.record.completion_tokens = completion_tokens
+        self.used.output_tokens = completion_tokens
 
 
-def embeddings_done(model: str, *, prompt_tokens: int) -> None:
-    PROMPT_TOKENS.labels(model).inc(prompt_tokens)
-    record = current_record()
-    if record is not None:
-        record.model = record.served_model = model
-        record.prompt_tokens = prompt_tokens
-        record.completion_tokens = 0
+def count_usage(used: Usage) -> None:
+    """A request has ended: count the tokens its usage says it read and wrote."""
+    if used.model is None:
+        return
+    if used.input_tokens:
+        PROMPT_TOKENS.labels(used.model).inc(used.input_tokens)
+    if used.output_tokens:
+        COMPLETION_TOKENS.labels(used.model).inc(used.output_tokens)
+
+
+subscribe(count_usage)
 
 
 # ------------------------------------------------------------------ model-level hooks

@@ -14,8 +14,8 @@ import uuid
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from observability import metrics
 from core.errors import from_engine_error
+from core.usage import Usage
 from inference.errors import EngineError
 from inference.threads import run_in_fresh_thread
 from models_api.engine import aload_model
@@ -29,7 +29,7 @@ TEXT_PAIRS = ("text_1", "text_2")
 
 
 async def _scores(
-    entry: ModelEntry, first: list[str], second: list[str], *, sides: tuple[str, str],
+    entry: ModelEntry, first: list[str], second: list[str], *, sides: tuple[str, str], used: Usage,
     max_tokens_per_doc: int | None = None,
 ) -> ScoreResult:
     from inference.rerank import PairNames, embedding_scores
@@ -41,14 +41,14 @@ async def _scores(
         result = await run_in_fresh_thread(score, first, second, names=names, max_tokens_per_doc=max_tokens_per_doc)
     except EngineError as exc:
         raise from_engine_error(exc) from None
-    metrics.embeddings_done(entry.model_id, prompt_tokens=result.prompt_tokens)
+    used.read(entry.model_id, result.prompt_tokens)
     return result
 
 
-async def rerank_create(*, data: dict[str, Any], entry: ModelEntry) -> dict[str, Any]:
+async def rerank_create(*, data: dict[str, Any], entry: ModelEntry, used: Usage) -> dict[str, Any]:
     """Jina's and Cohere's answer: results sorted by relevance, best first."""
     documents = data["documents"]
-    result = await _scores(entry, [data["query"]], documents, sides=QUERY_DOCUMENTS,
+    result = await _scores(entry, [data["query"]], documents, sides=QUERY_DOCUMENTS, used=used,
                            max_tokens_per_doc=data.get("max_tokens_per_doc"))
     order = sorted(range(len(documents)), key=lambda i: result.scores[i], reverse=True)
     if data.get("top_n"):
@@ -69,9 +69,9 @@ async def rerank_create(*, data: dict[str, Any], entry: ModelEntry) -> dict[str,
     }
 
 
-async def score_create(*, data: dict[str, Any], entry: ModelEntry) -> dict[str, Any]:
+async def score_create(*, data: dict[str, Any], entry: ModelEntry, used: Usage) -> dict[str, Any]:
     """vLLM's /score answer: one score per pair, in the order given."""
-    result = await _scores(entry, data["text_1"], data["text_2"], sides=TEXT_PAIRS)
+    result = await _scores(entry, data["text_1"], data["text_2"], sides=TEXT_PAIRS, used=used)
     return {
         "id": f"score-{uuid.uuid4().hex}",
         "object": "list",

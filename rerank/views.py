@@ -6,9 +6,10 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
+from core import usage
 from core.validation import avalidated
 from models_api.models import ModelEntry
-from models_api.selectors import aget_served_entry, allowed_models, wrong_task
+from models_api.selectors import aentry_for, wrong_task
 from rerank.serializers import RerankRequestSerializer, ScoreRequestSerializer
 from rerank.services import rerank_create, score_create
 from upstream import forward
@@ -18,16 +19,12 @@ SCORING_TASKS = (ModelEntry.Task.RERANK, ModelEntry.Task.EMBEDDINGS)
 
 async def _serve(request: HttpRequest, serializer_class, service, upstream_path: str) -> HttpResponse:
     data = await avalidated(request, serializer_class)
-    entry = await aget_served_entry(data["model"], allowed=allowed_models(request))
+    entry = await aentry_for(request, data["model"])
     if entry.task not in SCORING_TASKS:
         raise wrong_task(entry, ModelEntry.Task.RERANK)
     if entry.is_upstream:  # vLLM serves both under /v1/ too
-        status, body = await forward.forward_json(entry, upstream_path, request.openai_body,
-                                                  forward.incoming_hops(request))
-        response = JsonResponse(body, status=status)
-        response.openai_error = status >= 400  # already in OpenAI's shape
-        return response
-    return JsonResponse(await service(data=data, entry=entry))
+        return await forward.relay_json(request, entry, upstream_path)
+    return JsonResponse(await service(data=data, entry=entry, used=usage.of(request)))
 
 
 @csrf_exempt

@@ -37,10 +37,11 @@ import httpx
 from django.conf import settings
 from django.http import HttpResponse, JsonResponse
 
-from observability import metrics
 from core.errors import APIError, error_payload
 from core.http import SSE_DONE, sse_frame, sse_response
 from core.requestcontext import current_record
+from core.usage import Usage
+from observability import metrics
 from upstream.errors import normalised_error, redact
 from upstream.pool import Pool, Server, describe, http_client, pool_for
 from upstream.reading import TooLarge, chunk_problem, encoding_problem, max_bytes, read_body, sse_events
@@ -67,12 +68,13 @@ class _Failed(Exception):
 
 
 # ------------------------------------------------------------------------- helpers
-def upstream_body(pool: Pool, body: dict[str, Any], *, stream: bool) -> bytes:
+def upstream_body(pool: Pool, body: dict[str, Any], *, stream: bool, ask_usage: bool = True) -> bytes:
     """The body sent upstream: the client's, under the upstream's model name, asking
-    for usage on a stream."""
+    for usage on a chat or completions stream (``ask_usage``; a Responses stream
+    reports it in its last event anyway)."""
     sent = dict(body)
     sent["model"] = pool.upstream_model
-    if stream:
+    if stream and ask_usage:
         sent["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
     return json.dumps(sent, separators=(",", ":"), ensure_ascii=False).encode()
 
@@ -194,14 +196,15 @@ def _reason(exc: httpx.HTTPError) -> str:
     return "timeout" if isinstance(exc, httpx.TimeoutException) else "read"
 
 
-async def _with_failover(pool: Pool, path: str, body: dict[str, Any], *, stream: bool, prime, hops: int):
+async def _with_failover(pool: Pool, path: str, body: dict[str, Any], *, stream: bool, prime, hops: int,
+                         ask_usage: bool = True):
     """Try the row's servers in turn until one answers: ``prime(response)`` reads what
     must come before our first byte (the JSON body, or a stream's first event) and
     raises _Failed to move on; sending and priming together get the row's timeout.
     Returns (server, response, primed)."""
     check_hops(pool.model_id, hops)
     pool.ensure_health_checks()
-    content = upstream_body(pool, body, stream=stream)
+    content = upstream_body(pool, body, stream=stream, ask_usage=ask_usage)
     headers = _request_headers(pool, hops)
     deadline = time.monotonic() + pool.timeout
     tried: set[str] = set()
@@ -278,6 +281,13 @@ async def forward_json(entry, path: str, body: dict[str, Any], hops: int) -> tup
     return status, _rename(obj, entry.model_id)
 
 
+async def relay_json(request, entry, path: str) -> HttpResponse:
+    """The request's body as sent, answered by the row's servers at ``path`` and relayed
+    as they answered (/tokenize, /rerank, /score: nothing to count)."""
+    status, answer = await forward_json(entry, path, request.openai_body, incoming_hops(request))
+    return _answer(status, answer)
+
+
 def _usage_numbers(usage: Any) -> tuple[int, int] | None:
     """(prompt, completion) tokens of an upstream's usage, or None when absent or not
     believable (not integers, negative, or absurdly large)."""
@@ -290,9 +300,10 @@ def _usage_numbers(usage: Any) -> tuple[int, int] | None:
     return prompt, completion
 
 
-async def completion_json(entry, path: str, body: dict[str, Any], hops: int = 0) -> HttpResponse:
-    """/v1/completions or /v1/chat/completions without a stream."""
-    timer = metrics.GenerationTimer(entry.model_id, prompt_tokens=0)
+async def completion_json(entry, path: str, body: dict[str, Any], used: Usage, hops: int = 0) -> HttpResponse:
+    """/v1/completions or /v1/chat/completions without a stream; ``used`` gets the
+    upstream's reported usage."""
+    timer = metrics.GenerationTimer(used)
     status, answer = await forward_json(entry, path, body, hops)
     if status < 300:
         counts = _usage_numbers(answer.get("usage"))
@@ -303,12 +314,12 @@ async def completion_json(entry, path: str, body: dict[str, Any], hops: int = 0)
     return _answer(status, answer)
 
 
-async def embeddings_json(entry, body: dict[str, Any], hops: int = 0) -> HttpResponse:
+async def embeddings_json(entry, body: dict[str, Any], used: Usage, hops: int = 0) -> HttpResponse:
     status, answer = await forward_json(entry, "/embeddings", body, hops)
     if status < 300:
         counts = _usage_numbers(answer.get("usage"))
         if counts is not None:
-            metrics.embeddings_done(entry.model_id, prompt_tokens=counts[0])
+            used.read(entry.model_id, counts[0])
     return _answer(status, answer)
 
 
@@ -346,7 +357,44 @@ async def _empty() -> AsyncIterator[str]:
     yield  # pragma: no cover - makes this an async generator
 
 
-async def completion_stream(entry, path: str, body: dict[str, Any], hops: int = 0) -> HttpResponse:
+@dataclass
+class EventStream:
+    """An upstream's stream whose first event has arrived, for a relay of its own
+    (/v1/responses): ``first``, then :meth:`next` until None; :meth:`close` frees the
+    server's slot. Each event must come within the row's timeout of the one before."""
+
+    first: str
+    _pool: Pool
+    _server: Server
+    _response: httpx.Response
+    _events: AsyncIterator[str]
+
+    async def next(self) -> str | None:
+        try:
+            async with asyncio.timeout(self._pool.timeout):
+                return await anext(self._events)
+        except StopAsyncIteration:
+            return None
+
+    async def close(self) -> None:
+        await self._response.aclose()
+        self._pool.end(self._server)
+
+
+async def open_event_stream(entry, path: str, body: dict[str, Any], hops: int = 0) -> EventStream | HttpResponse:
+    """The row's servers' stream at ``path`` (failover until one sends its first event),
+    or the HTTP error answer one of them gave (in OpenAI's shape, secrets redacted)."""
+    pool = pool_for(entry)
+    server, response, primed = await _with_failover(pool, path, body, stream=True, prime=_prime_stream, hops=hops,
+                                                    ask_usage=False)
+    if primed.first is None:
+        await response.aclose()
+        pool.end(server)
+        return _answer(response.status_code, normalised_error(primed.obj, response.status_code, secrets=_secrets(pool)))
+    return EventStream(primed.first, pool, server, response, primed.events)
+
+
+async def completion_stream(entry, path: str, body: dict[str, Any], used: Usage, hops: int = 0) -> HttpResponse:
     """A streaming completion: the upstream's events relayed one by one."""
     pool = pool_for(entry)
     options = body.get("stream_options") or {}
@@ -357,14 +405,14 @@ async def completion_stream(entry, path: str, body: dict[str, Any], hops: int = 
         pool.end(server)
         status = response.status_code
         return _answer(status, normalised_error(primed.obj, status, secrets=_secrets(pool)))
-    return sse_response(_relay(entry, pool, server, response, primed, wants_usage))
+    return sse_response(_relay(entry, pool, server, response, primed, wants_usage, used))
 
 
 async def _relay(entry, pool: Pool, server: Server, response: httpx.Response, primed: _Primed,
-                 wants_usage: bool) -> AsyncIterator[bytes]:
+                 wants_usage: bool, used: Usage) -> AsyncIterator[bytes]:
     """The primed stream, event by event: each event must come within the row's timeout
     of the one before (however slowly its bytes drip), and be a chunk we can relay."""
-    timer = metrics.GenerationTimer(entry.model_id, prompt_tokens=0)
+    timer = metrics.GenerationTimer(used)
     usage: tuple[int, int] | None = None
     data: str = primed.first or "[DONE]"
     try:

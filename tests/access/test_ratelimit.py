@@ -13,7 +13,8 @@ from asgiref.sync import async_to_sync
 from access.keys import Principal
 from access.models import RateLimitWindow
 from access.ratelimit import LimitState, admit_request, current_window, reserve_tokens, settle_tokens
-from completions.views import _admit
+from completions.serving_chat import chat
+from completions.serving_completion import completion
 from core.errors import APIError
 from tests.access.conftest import bearer
 from tests.openai_schema import assert_matches_schema
@@ -141,17 +142,17 @@ def test_completion_views_reserve_prompt_plus_max_tokens():
     state = LimitState(principal(tpm=1000), current_window())
     admit_request(state.principal)
     request = SimpleNamespace(rate_limit=state)
-    plan = SimpleNamespace(kind="text_completion", prompts=[[1, 2, 3], [4, 5]],
+    plan = SimpleNamespace(prompts=[[1, 2, 3], [4, 5]], prompt_tokens=5,
                            sampling=SimpleNamespace(max_tokens=10), samples=2)
-    async_to_sync(_admit)(request, plan)
+    async_to_sync(completion.admit)(request, plan)
     assert state.reserved == 5 + 10 * 2 * 2
 
 
 def test_max_prompt_tokens_cap_is_a_400_naming_it(gpt3dev_settings):
     gpt3dev_settings["MAX_PROMPT_TOKENS"] = 4
-    plan = SimpleNamespace(kind="chat.completion", prompts=[[1, 2, 3, 4, 5]],
+    plan = SimpleNamespace(prompts=[[1, 2, 3, 4, 5]], prompt_tokens=5,
                            sampling=SimpleNamespace(max_tokens=1), samples=1)
     with pytest.raises(APIError) as exc:
-        async_to_sync(_admit)(SimpleNamespace(), plan)
+        async_to_sync(chat.admit)(SimpleNamespace(), plan)
     assert exc.value.status == 400 and exc.value.param == "messages"
     assert "at most 4" in exc.value.message and "5 tokens" in exc.value.message

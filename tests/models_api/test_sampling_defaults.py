@@ -10,7 +10,8 @@ import logging
 
 import pytest
 
-from completions.services import _default_length, _sampling
+from completions.serving import default_length as _default_length
+from completions.serving import sampling_params as _sampling
 from models_api.engine import log_sampling_defaults
 from models_api.models import ModelEntry
 from models_api.registry_file import RegistryFileError, import_registry
@@ -57,7 +58,8 @@ def test_precedence_request_then_row_then_openai():
     none = _sampling({}, max_tokens=16, logprobs=None, defaults={})
     assert (none.temperature, none.top_p, none.top_k, none.stop, none.repetition_penalty) == (1.0, 1.0, 0, (), 1.0)
     rows = _sampling({}, max_tokens=16, logprobs=None, defaults=row)
-    assert (rows.temperature, rows.top_p, rows.top_k, rows.stop, rows.repetition_penalty) == (0.2, 0.9, 40, ("\n\n",), 1.1)
+    got = (rows.temperature, rows.top_p, rows.top_k, rows.stop, rows.repetition_penalty)
+    assert got == (0.2, 0.9, 40, ("\n\n",), 1.1)
     sent = {"temperature": 0, "top_p": None, "top_k": -1, "stop": (), "presence_penalty": 0.5}
     mixed = _sampling(sent, max_tokens=16, logprobs=None, defaults=row)
     # temperature 0 stays greedy, null falls through, -1 is off, an empty stop list is "no stop"
@@ -85,9 +87,11 @@ def test_admin_shows_the_fieldset_and_checks_ranges(admin_client_logged_in):
         response = admin_client_logged_in.post(url, form_data(entry) | {field: value})
         assert response.status_code == 200, field
         assert message in response.context["adminform"].form.errors[field][0]
-    saved = admin_client_logged_in.post(url, form_data(entry) | {"default_temperature": "0.7", "default_stop": '["END"]'})
+    saved = admin_client_logged_in.post(url,
+                                        form_data(entry) | {"default_temperature": "0.7", "default_stop": '["END"]'})
     assert saved.status_code == 302
-    assert ModelEntry.objects.get(model_id=MODEL).sampling_defaults() == {"temperature": 0.7, "top_p": 0.9, "stop": ["END"]}
+    assert ModelEntry.objects.get(model_id=MODEL).sampling_defaults() == {"temperature": 0.7, "top_p": 0.9,
+                                                                          "stop": ["END"]}
 
 
 def test_an_embeddings_or_upstream_row_has_no_defaults():

@@ -11,6 +11,8 @@ import httpx
 import pytest
 from prometheus_client import REGISTRY
 
+from core import usage
+from core.usage import Usage
 from observability import metrics
 from tests.live_server import LiveServer
 
@@ -42,7 +44,8 @@ def test_requests_are_counted_by_route_model_and_status(client):
     ok = sample("gpt3dev_requests_total", route="list-models", model="", status="200")
     missing = sample("gpt3dev_requests_total", route="retrieve-model", model="", status="404")
     bad = sample("gpt3dev_requests_total", route="chat-completions", model="", status="400")
-    embeddings_model = sample("gpt3dev_requests_total", route="chat-completions", model="all-MiniLM-L6-v2", status="400")
+    embeddings_model = sample("gpt3dev_requests_total", route="chat-completions", model="all-MiniLM-L6-v2",
+                              status="400")
     found = sample("gpt3dev_requests_total", route="retrieve-model", model="all-MiniLM-L6-v2", status="200")
     durations = sample("gpt3dev_request_duration_seconds_count", route="list-models", model="")
     client.get("/v1/models")
@@ -68,11 +71,15 @@ def test_requests_are_counted_by_route_model_and_status(client):
 
 def test_generation_timer_observes_ttft_inter_token_and_tokens():
     model = "timer-test-model"
-    timer = metrics.GenerationTimer(model, prompt_tokens=7)
+    used = Usage(model=model, input_tokens=7)
+    timer = metrics.GenerationTimer(used)
     timer.tokens(1)
     time.sleep(0.01)
     timer.tokens(2)
     timer.done()
+    assert used.output_tokens == 3 and used.ttft is not None
+    assert sample("gpt3dev_prompt_tokens_total", model=model) == 0  # counted when the request ends
+    usage.finish(used)
     assert sample("gpt3dev_time_to_first_token_seconds_count", model=model) == 1
     assert sample("gpt3dev_inter_token_latency_seconds_count", model=model) == 2
     assert sample("gpt3dev_inter_token_latency_seconds_sum", model=model) >= 0.009
@@ -82,9 +89,11 @@ def test_generation_timer_observes_ttft_inter_token_and_tokens():
 
 def test_non_streaming_answers_count_their_tokens_at_the_end():
     model = "timer-test-json"
-    timer = metrics.GenerationTimer(model, prompt_tokens=3)
+    used = Usage(model=model, input_tokens=3)
+    timer = metrics.GenerationTimer(used)
     timer.first_token()
     timer.done(5)
+    usage.finish(used)
     assert sample("gpt3dev_time_to_first_token_seconds_count", model=model) == 1
     assert sample("gpt3dev_inter_token_latency_seconds_count", model=model) == 4
     assert sample("gpt3dev_completion_tokens_total", model=model) == 5
@@ -175,4 +184,5 @@ def test_metrics_imports_neither_the_engine_nor_the_access_log():
     tree = ast.parse(Path(observability.metrics.__file__).read_text())
     imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
     imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
-    assert not {name for name in imported if name and (name.startswith("models_api") or name == "observability.accesslog")}
+    assert not {name for name in imported
+                if name and (name.startswith("models_api") or name == "observability.accesslog")}

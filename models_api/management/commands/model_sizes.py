@@ -6,8 +6,6 @@ which answers only when online (each row says why when it cannot).
 
 from __future__ import annotations
 
-import os
-
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
@@ -25,7 +23,7 @@ def human(size: int) -> str:
 
 
 def hub_size(repo: str, revision: str | None, token: str | None) -> tuple[int | None, str]:
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+    if settings.GPT3DEV["HF_HUB_OFFLINE"]:
         return None, "offline (HF_HUB_OFFLINE is set): the Hub cannot be asked"
     from huggingface_hub import HfApi
     from huggingface_hub.errors import HfHubHTTPError
