@@ -18,14 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .constraints import GrammarLimits
 from .embeddings import Embedder, EmbeddingResult
 from .errors import ModelUnavailable
-from .constraints import GrammarLimits
 from .generator import TextGenerator
 from .loading import choose_device, choose_dtype, is_offline, load_causal_lm, resolve_model_folder, weight_scheme
 from .memory import budget_bytes, give_back_freed_memory
 from .rerank import CrossEncoder
-from .scheduler import SchedulerLimits
+from .scheduling_policy import SchedulerLimits
 from .types import ModelSpec
 
 __all__ = ["Engine", "EngineConfig", "TextGenerator", "Embedder", "EmbeddingResult", "CrossEncoder"]
@@ -37,19 +37,20 @@ log = logging.getLogger(__name__)
 class EngineConfig:
     cache_dir: Path  # GGUF conversions (keyed by the file's sha256) and int8/int4 weights
     max_loaded_models: int = 4  # LRU eviction beyond this
-    max_batch_size: int = 16  # max sequences decoding together per model
-    max_queue: int = 256  # sequences waiting per model; beyond -> EngineOverloaded
+    # Scheduler limits: the defaults are SchedulerLimits' (inference.scheduling_policy).
+    max_batch_size: int = SchedulerLimits.max_batch_size  # max sequences decoding together per model
+    max_queue: int = SchedulerLimits.max_queue  # sequences waiting per model; beyond -> EngineOverloaded
     # KV pool per generation model, allocated at load (capped at max_batch_size full
     # windows): bytes, or a float in (0, 1] = that fraction of the memory available then.
     kv_cache_memory: int | float = 2 << 30
     kv_block_size: int = 16  # tokens per pool block (the unit of prefix reuse)
-    max_step_tokens: int = 64  # tokens per forward while some row decodes: decode rows plus prefill chunks
-    max_prefill_tokens: int = 512  # tokens per forward while every row is prefilling
-    max_skip_s: float = 10.0  # how long a request that does not fit may be overtaken
+    max_step_tokens: int = SchedulerLimits.max_step_tokens  # per forward while some row decodes
+    max_prefill_tokens: int = SchedulerLimits.max_prefill_tokens  # per forward while every row is prefilling
+    max_skip_s: float = SchedulerLimits.max_skip_s  # how long a request that does not fit may be overtaken
     default_device: str = "auto"  # for specs saying "auto": cuda, then mps, then cpu
     hf_offline: bool = False  # HF_HUB_OFFLINE in the environment is honoured too
     failure_ttl_s: float = 30.0  # how long a failed load is remembered
-    # What dtype "auto" means on CPU (see the README's "dtype, device and determinism").
+    # What dtype "auto" means on CPU (see docs/models.md, "dtype, device and determinism").
     cpu_auto_dtype: str = "float32"
     # The window of a model whose config and tokenizer do not say (MAX_CONTEXT_TOKENS).
     default_context_tokens: int = 2048
@@ -194,7 +195,8 @@ class Engine:
                 max_step_tokens=self.config.max_step_tokens,
                 max_prefill_tokens=self.config.max_prefill_tokens, max_skip_s=self.config.max_skip_s,
             ),
-            kv_cache_bytes=budget_bytes(self.config.kv_cache_memory, device.type), kv_block_size=self.config.kv_block_size,
+            kv_cache_bytes=budget_bytes(self.config.kv_cache_memory, device.type),
+            kv_block_size=self.config.kv_block_size,
         )
 
     def _release(self, entry: _Entry) -> bool:

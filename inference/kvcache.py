@@ -77,6 +77,12 @@ class KVPool:
     def capacity_tokens(self) -> int:
         return self.num_blocks * self.block_size
 
+    def copy_block(self, src: int, dst: int, tokens: int) -> None:
+        """Copy the first ``tokens`` slots of block ``src`` into block ``dst``, every layer."""
+        s, d = src * self.block_size, dst * self.block_size
+        self.keys[:, :, d : d + tokens] = self.keys[:, :, s : s + tokens]
+        self.values[:, :, d : d + tokens] = self.values[:, :, s : s + tokens]
+
     @property
     def nbytes(self) -> int:
         return self.keys.nbytes + self.values.nbytes
@@ -151,6 +157,56 @@ class BlockManager:
                     self._lru[block] = None
                 else:
                     self._fresh.append(block)
+
+    # ------------------------------------------------------------ block tables
+    def grow(self, table: list[int], tokens: int) -> bool:
+        """Extend ``table`` (in place) to hold ``tokens`` tokens; False, and nothing
+        taken, if the pool is short."""
+        more = blocks_for(tokens, self.block_size) - len(table)
+        if more <= 0:
+            return True
+        got = self.allocate(more)
+        if got is None:
+            return False
+        table.extend(got)
+        return True
+
+    def admit(self, tokens: list[int], limit: int, headroom: int) -> tuple[list[int], bytes | None] | None:
+        """A new sequence: the cached blocks of its longest cached prefix (at most
+        ``limit`` tokens), if the pool can also hold the rest of ``tokens`` plus
+        ``headroom`` more blocks; else None, and nothing taken."""
+        found, key = self.lookup(tokens, limit)
+        if blocks_for(len(tokens), self.block_size) - len(found) + headroom > self.free:
+            self.release(found)
+            return None
+        return found, key
+
+    def fork(self, table: list[int], held: int) -> tuple[list[int], int | None] | None:
+        """A new sequence continuing one that holds ``held`` tokens in ``table``: it
+        shares the full blocks and gets a fresh block for the partial last one (whose
+        contents the caller copies: returned as the second item, None when there is
+        no partial block). None, and nothing taken, if the pool is short."""
+        full = held // self.block_size
+        shared = table[:full]
+        tail: list[int] = []
+        if held % self.block_size:
+            got = self.allocate(1)
+            if got is None:
+                return None
+            tail = got
+        self.share(shared)
+        return shared + tail, (tail[0] if tail else None)
+
+    def register_full(self, table: list[int], tokens: list[int], keyed: int, computed: int,
+                      last_key: bytes | None) -> tuple[int, bytes | None]:
+        """Register the blocks of ``table`` that filled up since the first ``keyed``
+        (``computed`` tokens are in the pool); returns the new count and last key."""
+        bs = self.block_size
+        while (keyed + 1) * bs <= computed:
+            start = keyed * bs
+            last_key = self.register(table[keyed], last_key, tuple(tokens[start : start + bs]))
+            keyed += 1
+        return keyed, last_key
 
     # -------------------------------------------------------------- prefix cache
     @staticmethod

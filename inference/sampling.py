@@ -1,8 +1,12 @@
-"""Per-row logits processing and token sampling for one decode step of a batch.
+"""Logits processing and token sampling for one decode step of a batch.
 
 Every row of a batch carries its own :class:`SamplingParams` and its own
 ``torch.Generator``; this module turns a ``[rows, vocab]`` logits tensor into one
-token per row, and (when asked) log-probabilities.
+token per row, and (when asked) log-probabilities. The rows' parameters are stacked
+into per-row columns so that each stage below is a fixed number of tensor operations
+over the rows it concerns, not a loop over rows; the only per-row operation left is
+the one scalar draw of each sampled row from its own generator. Tokens and logprobs
+come back to Python in one transfer per step.
 
 Order of operations (the same as vLLM, so logprobs match what OpenAI clients expect):
 
@@ -107,17 +111,6 @@ class RowState:
     def greedy(self) -> bool:
         return self.params.temperature < _GREEDY_EPS
 
-    @property
-    def needs_processing(self) -> bool:
-        p = self.params
-        return bool(
-            p.repetition_penalty != 1.0
-            or p.presence_penalty
-            or p.frequency_penalty
-            or p.logit_bias
-            or (p.min_tokens > len(self.generated) and self.ending_ids)
-        )
-
 
 @dataclass
 class StepResult:
@@ -128,124 +121,165 @@ class StepResult:
     logprobs: list[tuple[float, list[tuple[int, float]]] | None]
 
 
+def _index(rows: list[int], device: torch.device) -> torch.Tensor:
+    return torch.tensor(rows, dtype=torch.long, device=device)
+
+
+def _column(values: list[float], device: torch.device) -> torch.Tensor:
+    """Per-row parameters as a ``[rows, 1]`` float32 column, broadcast over the vocabulary."""
+    return torch.tensor(values, dtype=torch.float32, device=device)[:, None]
+
+
 def process_logits(logits: torch.Tensor, rows: list[RowState], vocab_size: int) -> torch.Tensor:
-    """Steps 1-4 above, in place on a float32 copy; returns it."""
+    """Steps 1-4 above on a float32 copy; returns it. Each step is a fixed number of
+    tensor operations over the rows it concerns (their parameters stacked as columns),
+    whatever the batch size."""
     logits = logits.float().clone()
-    if logits.shape[-1] > vocab_size:
+    width = logits.shape[-1]
+    device = logits.device
+    if width > vocab_size:
         # Padded embedding matrices: never sample ids the tokenizer cannot decode.
         logits[:, vocab_size:] = float("-inf")
-    for r, row in enumerate(rows):
-        if not row.needs_processing:
-            continue
-        p = row.params
-        x = logits[r]
-        if p.repetition_penalty != 1.0:
-            seen = row.seen_mask(x.shape[0], x.device)
-            x.copy_(torch.where(seen, torch.where(x > 0, x / p.repetition_penalty, x * p.repetition_penalty), x))
-        if (p.presence_penalty or p.frequency_penalty) and row.generated:
-            counts = row.token_counts(x.shape[0], x.device)
-            x -= counts * p.frequency_penalty + (counts > 0).to(x.dtype) * p.presence_penalty
-        if p.logit_bias:
-            ids = torch.tensor([t for t, _ in p.logit_bias], dtype=torch.long, device=x.device)
-            bias = torch.tensor([b for _, b in p.logit_bias], dtype=x.dtype, device=x.device)
-            x.index_add_(0, ids, bias)
-        if p.min_tokens > len(row.generated) and row.ending_ids:
-            x[list(row.ending_ids)] = float("-inf")
+    rep = [r for r, row in enumerate(rows) if row.params.repetition_penalty != 1.0]
+    if rep:
+        idx = _index(rep, device)
+        x = logits.index_select(0, idx)
+        seen = torch.stack([rows[r].seen_mask(width, device) for r in rep])
+        penalty = _column([rows[r].params.repetition_penalty for r in rep], device)
+        logits.index_copy_(0, idx, torch.where(seen, torch.where(x > 0, x / penalty, x * penalty), x))
+    counted = [r for r, row in enumerate(rows)
+               if (row.params.presence_penalty or row.params.frequency_penalty) and row.generated]
+    if counted:
+        idx = _index(counted, device)
+        counts = torch.stack([rows[r].token_counts(width, device) for r in counted])
+        frequency = _column([rows[r].params.frequency_penalty for r in counted], device)
+        presence = _column([rows[r].params.presence_penalty for r in counted], device)
+        x = logits.index_select(0, idx)
+        logits.index_copy_(0, idx, x - (counts * frequency + (counts > 0).to(x.dtype) * presence))
+    bias = [(r, t, b) for r, row in enumerate(rows) for t, b in row.params.logit_bias]
+    if bias:
+        rs, ts, bs = zip(*bias)
+        logits.index_put_((_index(list(rs), device), _index(list(ts), device)),
+                          torch.tensor(bs, dtype=torch.float32, device=device), accumulate=True)
+    banned = [(r, t) for r, row in enumerate(rows) if row.params.min_tokens > len(row.generated)
+              for t in row.ending_ids]
+    if banned:
+        rs, ts = zip(*banned)
+        logits.index_put_((_index(list(rs), device), _index(list(ts), device)),
+                          torch.tensor(float("-inf"), device=device))
     return logits
 
 
-def _sample_rows(logits: torch.Tensor, rows: list[RowState]) -> list[int]:
-    """Non-greedy rows: temperature, top-k, top-p, min-p, then a seeded inverse-CDF draw.
+def _sample_rows(logits: torch.Tensor, rows: list[RowState]) -> torch.Tensor:
+    """Non-greedy rows: temperature, top-k, top-p, min-p, then a seeded inverse-CDF draw;
+    the tokens as a tensor (no host sync).
 
     Only rows with top_p sort their distribution (a stable descending sort, so equal
     probabilities keep id order); the others draw over the vocabulary in id order,
-    top-k and min-p being thresholds, so a plain sampled row costs O(vocab)."""
-    temps = torch.tensor([row.params.temperature for row in rows], dtype=torch.float32, device=logits.device)
-    probs = torch.softmax(logits / temps[:, None], dim=-1)
-    tokens = [0] * len(rows)
+    top-k and min-p being thresholds, so a plain sampled row costs O(vocab). Each of
+    the two groups is filtered in one pass, its rows' parameters stacked as columns."""
+    device = logits.device
+    width = logits.shape[-1]
+    temps = _column([row.params.temperature for row in rows], device)
+    probs = torch.softmax(logits / temps, dim=-1)
     nucleus = [r for r, row in enumerate(rows) if row.params.top_p < 1.0]
     plain = [r for r, row in enumerate(rows) if row.params.top_p >= 1.0]
+    if not nucleus:
+        return _draw(_plain_weights(probs, rows), rows)
+    tokens = torch.empty(len(rows), dtype=torch.long, device=device)
     if plain:
-        p = probs if len(plain) == len(rows) else probs.index_select(0, torch.tensor(plain, device=probs.device))
-        keep = torch.ones_like(p, dtype=torch.bool)
-        for j, r in enumerate(plain):
-            params = rows[r].params
-            if params.top_k and 0 < params.top_k < p.shape[-1]:
-                keep[j] &= p[j] >= torch.topk(p[j], params.top_k).values[-1]
-            if params.min_p > 0.0:
-                keep[j] &= p[j] >= params.min_p * p[j].max()
-        picks = _draw(torch.where(keep, p, torch.zeros_like(p)), [rows[r] for r in plain])
-        for r, t in zip(plain, picks.tolist()):
-            tokens[r] = t
-    if nucleus:
-        p = probs.index_select(0, torch.tensor(nucleus, device=probs.device))
-        sorted_p, sorted_ids = torch.sort(p, dim=-1, descending=True, stable=True)
-        keep = torch.ones_like(sorted_p, dtype=torch.bool)
-        for j, r in enumerate(nucleus):
-            params = rows[r].params
-            if params.top_k and params.top_k > 0:
-                keep[j, params.top_k:] = False
-            cum = torch.cumsum(sorted_p[j], dim=-1)
-            # Keep the smallest prefix whose mass reaches top_p (the token crossing it stays).
-            keep[j] &= (cum - sorted_p[j]) < params.top_p
-            if params.min_p > 0.0:
-                keep[j] &= sorted_p[j] >= params.min_p * sorted_p[j, 0]
-        keep[:, 0] = True  # never an empty distribution
-        pos = _draw(torch.where(keep, sorted_p, torch.zeros_like(sorted_p)), [rows[r] for r in nucleus])
-        for r, t in zip(nucleus, sorted_ids.gather(1, pos[:, None]).squeeze(1).tolist()):
-            tokens[r] = t
-    return tokens
+        idx = _index(plain, device)
+        tokens.index_copy_(0, idx, _draw(_plain_weights(probs.index_select(0, idx), [rows[r] for r in plain]),
+                                          [rows[r] for r in plain]))
+    group = [rows[r] for r in nucleus]
+    p = probs if not plain else probs.index_select(0, _index(nucleus, device))
+    sorted_p, sorted_ids = torch.sort(p, dim=-1, descending=True, stable=True)
+    top_k = [row.params.top_k if row.params.top_k and row.params.top_k > 0 else width for row in group]
+    keep = torch.arange(width, device=device)[None, :] < _index(top_k, device)[:, None]
+    cum = torch.cumsum(sorted_p, dim=-1)
+    # Keep the smallest prefix whose mass reaches top_p (the token crossing it stays).
+    keep &= (cum - sorted_p) < _column([row.params.top_p for row in group], device)
+    if any(row.params.min_p > 0.0 for row in group):
+        keep &= sorted_p >= _column([row.params.min_p for row in group], device) * sorted_p[:, :1]
+    keep[:, 0] = True  # never an empty distribution
+    pos = _draw(torch.where(keep, sorted_p, torch.zeros_like(sorted_p)), group)
+    picked = sorted_ids.gather(1, pos[:, None]).squeeze(1)
+    if not plain:
+        return picked
+    return tokens.index_copy_(0, _index(nucleus, device), picked)
+
+
+def _plain_weights(p: torch.Tensor, rows: list[RowState]) -> torch.Tensor:
+    """Top-k and min-p as thresholds on probabilities in id order."""
+    width = p.shape[-1]
+    keep = None
+    top_k = [row.params.top_k if row.params.top_k and 0 < row.params.top_k < width else 0 for row in rows]
+    if any(top_k):
+        # The k-th largest probability of each row (ks differ: take the largest k once).
+        ks = _index(top_k, p.device)[:, None]
+        kth = p.topk(max(top_k), dim=-1).values.gather(1, (ks - 1).clamp_(min=0))
+        keep = p >= torch.where(ks > 0, kth, torch.zeros_like(kth))
+    if any(row.params.min_p > 0.0 for row in rows):
+        at_least = _column([row.params.min_p for row in rows], p.device) * p.amax(dim=-1, keepdim=True)
+        keep = p >= at_least if keep is None else keep & (p >= at_least)
+    return p if keep is None else torch.where(keep, p, torch.zeros_like(p))
 
 
 def _draw(weights: torch.Tensor, rows: list[RowState]) -> torch.Tensor:
-    """One index per row, drawn in proportion to ``weights`` with each row's generator."""
+    """One index per row, drawn in proportion to ``weights`` with each row's generator
+    (one scalar draw per row: the only per-row operation, since each seeded row has a
+    stream of its own)."""
     cdf = torch.cumsum(weights.double(), dim=-1)
     u = torch.stack([torch.rand((), generator=row.generator, dtype=torch.float64) for row in rows]).to(cdf.device)
     pos = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True).squeeze(1)
     pos = pos.clamp_(max=cdf.shape[-1] - 1)
     # u*total can equal a cdf entry exactly and land on a zero-weight id: step back to
-    # the last id with weight (the cdf is flat over zero-weight ids).
-    bad = weights.gather(1, pos[:, None]).squeeze(1) <= 0
-    if bool(bad.any()):
-        for j in torch.nonzero(bad).flatten().tolist():
-            pos[j] = int(torch.nonzero(weights[j] > 0).flatten()[-1])
-    return pos
+    # the last id with weight (the cdf is flat over zero-weight ids). No host sync.
+    positive = weights > 0
+    last = (positive * torch.arange(weights.shape[-1], device=weights.device)).amax(dim=-1)
+    return torch.where(positive.gather(1, pos[:, None]).squeeze(1), pos, last)
 
 
 def sample_step(logits: torch.Tensor, rows: list[RowState], vocab_size: int) -> StepResult:
-    """One token per row from ``logits`` ``[len(rows), vocab]``; see the module docstring."""
+    """One token per row from ``logits`` ``[len(rows), vocab]``; see the module docstring.
+    Tokens and logprobs stay tensors until one transfer to Python at the end."""
     processed = process_logits(logits, rows, vocab_size)
     apply_masks(processed, [row.constraint for row in rows])
-    tokens: list[int] = [0] * len(rows)
-    greedy = [r for r, row in enumerate(rows) if row.greedy]
-    if greedy:
-        idx = torch.tensor(greedy, device=processed.device)
-        picks = processed.index_select(0, idx).argmax(dim=-1).tolist()
-        for r, t in zip(greedy, picks):
-            tokens[r] = t
+    device = processed.device
     sampled = [r for r, row in enumerate(rows) if not row.greedy]
-    if sampled:
-        idx = torch.tensor(sampled, device=processed.device)
-        picks = _sample_rows(processed.index_select(0, idx), [rows[r] for r in sampled])
-        for r, t in zip(sampled, picks):
-            tokens[r] = t
-
-    logprobs: list[tuple[float, list[tuple[int, float]]] | None] = [None] * len(rows)
+    if not sampled:
+        tokens = processed.argmax(dim=-1)
+    elif len(sampled) == len(rows):
+        tokens = _sample_rows(processed, rows)
+    else:
+        idx = _index(sampled, device)
+        tokens = processed.argmax(dim=-1).index_copy_(
+            0, idx, _sample_rows(processed.index_select(0, idx), [rows[r] for r in sampled]))
     want = [r for r, row in enumerate(rows) if row.params.logprobs is not None]
-    if want:
-        idx = torch.tensor(want, device=processed.device)
-        lp = torch.log_softmax(processed.index_select(0, idx), dim=-1)
-        k = max(rows[r].params.logprobs or 0 for r in want)
-        top_v, top_i = (lp.topk(k, dim=-1) if k > 0 else (None, None))
-        chosen = lp.gather(1, torch.tensor([[tokens[r]] for r in want], device=lp.device)).squeeze(1).tolist()
-        for j, r in enumerate(want):
-            kr = rows[r].params.logprobs or 0
-            alts = []
-            if kr > 0 and top_v is not None:
-                # A grammar mask can leave fewer than k possible tokens: the rest are not alternatives.
-                alts = [(i, v) for i, v in zip(top_i[j, :kr].tolist(), top_v[j, :kr].tolist()) if v != float("-inf")]
-            logprobs[r] = (chosen[j], alts)
-    return StepResult(tokens=tokens, logprobs=logprobs)
+    if not want:
+        return StepResult(tokens=tokens.tolist(), logprobs=[None] * len(rows))
+    every = len(want) == len(rows)
+    idx = None if every else _index(want, device)
+    lp = torch.log_softmax(processed if every else processed.index_select(0, idx), dim=-1)
+    chosen = lp.gather(1, (tokens if every else tokens.index_select(0, idx))[:, None]).squeeze(1)
+    k = max(rows[r].params.logprobs or 0 for r in want)
+    parts = [tokens.double(), chosen.double()]
+    if k > 0:
+        top_v, top_i = lp.topk(k, dim=-1)
+        parts += [top_i.flatten().double(), top_v.flatten().double()]
+    # One host transfer for the step: ids (exact in float64) and logprobs together.
+    flat = torch.cat(parts).tolist()
+    n, w = len(rows), len(want)
+    ids = [int(t) for t in flat[:n]]
+    top_ids, top_vals = flat[n + w : n + w + w * k], flat[n + w + w * k :]
+    logprobs: list[tuple[float, list[tuple[int, float]]] | None] = [None] * n
+    for j, r in enumerate(want):
+        kr = rows[r].params.logprobs or 0
+        # A grammar mask can leave fewer than k possible tokens: the rest are not alternatives.
+        alts = [(int(i), v) for i, v in zip(top_ids[j * k : j * k + kr], top_vals[j * k : j * k + kr])
+                if v != float("-inf")]
+        logprobs[r] = (flat[n + j], alts)
+    return StepResult(tokens=ids, logprobs=logprobs)
 
 
 # Prompt positions turned into logits at once while scoring: the peak is this many rows

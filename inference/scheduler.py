@@ -1,5 +1,12 @@
 """Continuous batching over an engine-owned KV pool: one worker thread per loaded model.
 
+This module is the consumer API (submit, cancel, jobs, stats) and the worker loop; the
+rules it applies live apart, each testable alone: the scheduling policy (budgets, chunk
+sizes, skip-ahead: :mod:`inference.scheduling_policy`), block accounting (block
+tables, prefix lookups, forks: :class:`inference.kvcache.BlockManager`), and output
+processing (text, stops, finish reasons, logprobs, per-request hand-off:
+:mod:`inference.output_processing`).
+
 The worker owns the model, a :class:`~inference.kvcache.KVPool` allocated once, and a
 :class:`~inference.kvcache.BlockManager` that hands out its blocks. Each step, vLLM v1
 style, one token budget is shared out: ``max_step_tokens`` while some row is decoding
@@ -48,31 +55,25 @@ import collections
 import logging
 import threading
 import time
-from dataclasses import dataclass, field, replace
-from typing import Any, Callable
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
 from .detokenize import IncrementalDetokenizer, StopMatcher, TokenTable
 from .errors import EngineOverloaded, InvalidInput, ModelUnavailable
-from .kvcache import BlockManager, KVPool, blocks_for
+from .kvcache import BlockManager, KVPool
+from .output_processing import advance, collect_pending, token_logprob
 from .paged_attention import build_plan
 from .runner import StepOutput, runner_for, step_forward
 from .sampling import RowState, prompt_logprobs, sample_step, sequence_generator
-from .types import GenerationRequest, SequenceDelta, TokenLogprob, TopLogprob
+from .scheduling_policy import SchedulerLimits, attention_span, chunk_tokens, may_be_overtaken, step_budget
+from .types import GenerationRequest, SequenceDelta, TokenLogprob
+
+__all__ = ["RequestHandle", "Scheduler", "SchedulerLimits", "attention_span"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class SchedulerLimits:
-    """Admission and step sizes of one scheduler."""
-
-    max_batch_size: int = 16  # rows decoding together
-    max_queue: int = 256  # sequences waiting; beyond -> EngineOverloaded
-    max_step_tokens: int = 64  # tokens in one forward while some row is decoding
-    max_prefill_tokens: int = 512  # tokens in one forward while every row is still prefilling
-    max_skip_s: float = 10.0  # how long a request that does not fit may be overtaken
 
 
 class RequestHandle:
@@ -131,20 +132,6 @@ class _Row:
         return 1 + len(self.siblings)
 
 
-def attention_span(config: Any) -> int:
-    """The context length at which a token's attention costs as much as its projections
-    (multiply-adds per token: the decoder linears' weights, against 2 x heads x head_dim
-    per context token); 0 where the config does not say (chunks are then not shrunk)."""
-    try:
-        hidden, heads = int(config.hidden_size), int(config.num_attention_heads)
-        kv_heads = int(getattr(config, "num_key_value_heads", None) or heads)
-        dim = int(getattr(config, "head_dim", None) or hidden // heads)
-        per_layer = hidden * dim * (2 * heads + 2 * kv_heads) + 3 * hidden * int(config.intermediate_size)
-    except (AttributeError, TypeError, ValueError):
-        return 0
-    return max(1, per_layer // (2 * heads * dim))
-
-
 class Scheduler:
     """Owns one model and its KV pool; see the module docstring."""
 
@@ -170,13 +157,13 @@ class Scheduler:
         self.context_length = context_length
         self.eos_ids = eos_ids
         self.device = device
-        self.max_batch_size = max(1, limits.max_batch_size)
-        self.max_queue = max(0, limits.max_queue)
-        self.max_step_tokens = max(limits.max_step_tokens, self.max_batch_size)
-        self.max_prefill_tokens = max(limits.max_prefill_tokens, self.max_step_tokens)
-        self.max_skip_s = limits.max_skip_s
+        self.limits = limits.normalised()
+        self.max_batch_size = self.limits.max_batch_size
+        self.max_queue = self.limits.max_queue
+        self.max_step_tokens = self.limits.max_step_tokens
+        self.max_prefill_tokens = self.limits.max_prefill_tokens
+        self.max_skip_s = self.limits.max_skip_s
         self.attention_span = attention_span(getattr(model, "config", None))
-        self._decoding = False  # this step's regime (set by _schedule)
         self.bos_id = bos_id
         self.blocks = BlockManager(pool.num_blocks, pool.block_size)
         self._watermark = max(1, pool.num_blocks // 100)
@@ -206,7 +193,8 @@ class Scheduler:
             raise InvalidInput("the prompt is empty", param="prompt")
         bad = [t for t in ids if not 0 <= int(t) < self.vocab_size]
         if bad:
-            raise InvalidInput(f"token id {bad[0]} is outside the vocabulary (0..{self.vocab_size - 1})", param="prompt")
+            raise InvalidInput(f"token id {bad[0]} is outside the vocabulary (0..{self.vocab_size - 1})",
+                               param="prompt")
         s = request.sampling
         if s.max_tokens < 0:
             raise InvalidInput("max_tokens must not be negative", param="max_tokens")
@@ -313,13 +301,21 @@ class Scheduler:
         }
 
     def _on_cancel(self, handle: RequestHandle) -> None:
+        # Still waiting: it leaves the queue now; admitted: the worker drops its rows at
+        # the next step. Either way the worker wakes to see it.
+        self._take(handle, wake=True)
+
+    def _take(self, handle: RequestHandle, wake: bool = False) -> bool:
+        """Remove ``handle`` from the waiting queue; False if it was not there."""
         with self._cv:
+            if wake:
+                self._cv.notify()  # it runs once the lock is released
             try:
                 self._waiting.remove(handle)
-                self._waiting_seqs -= handle.request.n
             except ValueError:
-                pass  # already admitted: the worker drops its rows at the next step
-            self._cv.notify()
+                return False
+            self._waiting_seqs -= handle.request.n
+            return True
 
     def shutdown(self, timeout: float = 10.0) -> None:
         with self._cv:
@@ -395,15 +391,14 @@ class Scheduler:
         # Small steps while streams are decoding (a long prompt's chunks must not stall
         # them); big ones while nobody waits for a token (prefill runs at full speed).
         decoding = any(len(row.tokens) - row.computed <= 1 for row in self._running)
-        self._decoding = decoding
-        budget = self.max_step_tokens if decoding else self.max_prefill_tokens
+        budget = step_budget(self.limits, decoding)
         plan: list[tuple[_Row, int]] = []
         preempted = False
         i = 0
         while i < len(self._running) and budget > 0:
             row = self._running[i]
-            take = self._chunk(row, budget)
-            if self._grow(row, row.computed + take):
+            take = self._chunk(row, budget, decoding)
+            if self.blocks.grow(row.blocks, row.computed + take):
                 plan.append((row, take))
                 budget -= take
                 i += 1
@@ -414,30 +409,13 @@ class Scheduler:
             if victim is row:
                 break
         if not preempted:
-            budget = self._admit(budget, plan)
+            self._admit(budget, plan, decoding)
         return plan
 
-    def _chunk(self, row: _Row, budget: int) -> int:
-        """Tokens ``row`` feeds this step: the rest of its prompt within ``budget``. While
-        streams decode, a chunk deep into a long prompt is made smaller, so that every
-        step costs about what a full chunk costs at the start: each chunk token attends
-        to all the tokens before it, which at ``attention_span`` tokens of context costs
-        as much again as its projections."""
-        take = min(len(row.tokens) - row.computed, budget)
-        if take > 1 and self._decoding and self.attention_span:
-            take = min(take, max(1, int(self.max_step_tokens / (1 + row.computed / self.attention_span))))
-        return take
-
-    def _grow(self, row: _Row, tokens: int) -> bool:
-        """Give ``row`` blocks for ``tokens`` tokens; False if the pool is short."""
-        more = blocks_for(tokens, self.pool.block_size) - len(row.blocks)
-        if more <= 0:
-            return True
-        got = self.blocks.allocate(more)
-        if got is None:
-            return False
-        row.blocks.extend(got)
-        return True
+    def _chunk(self, row: _Row, budget: int, decoding: bool) -> int:
+        """Tokens ``row`` feeds this step (:func:`inference.scheduling_policy.chunk_tokens`)."""
+        return chunk_tokens(len(row.tokens) - row.computed, budget, row.computed, decoding=decoding,
+                            max_step_tokens=self.max_step_tokens, span=self.attention_span)
 
     def _preempt(self, row: _Row) -> None:
         """Free a running row's blocks; it resumes later by recomputing (prefix cache first)."""
@@ -448,7 +426,7 @@ class Scheduler:
         with self._cv:
             self._resume.appendleft(row)
 
-    def _admit(self, budget: int, plan: list[tuple[_Row, int]]) -> int:
+    def _admit(self, budget: int, plan: list[tuple[_Row, int]], decoding: bool) -> int:
         """Admit preempted rows, then waiting requests, while budget, rows and blocks allow."""
         rows_free = self.max_batch_size - sum(r.width for r in self._running)
         while self._resume and budget > 0:
@@ -458,7 +436,7 @@ class Scheduler:
             with self._cv:
                 self._resume.popleft()
             rows_free -= row.width
-            budget = self._plan_new(row, budget, plan)
+            budget = self._plan_new(row, budget, plan, decoding)
         now = time.monotonic()
         with self._cv:
             candidates = list(self._waiting)
@@ -476,22 +454,14 @@ class Scheduler:
             if leader is not None and self._start(leader, headroom=n - 1):
                 self._take(handle)
                 rows_free -= n
-                budget = self._plan_new(leader, budget, plan)
+                budget = self._plan_new(leader, budget, plan, decoding)
                 continue
             # It does not fit now: let narrower requests behind it go first, for a while.
             if handle.skipped_since is None:
                 handle.skipped_since = now
-            if now - handle.skipped_since >= self.max_skip_s:
+            if not may_be_overtaken(handle.skipped_since, now, self.max_skip_s):
                 break
         return budget
-
-    def _take(self, handle: RequestHandle) -> None:
-        with self._cv:
-            try:
-                self._waiting.remove(handle)
-                self._waiting_seqs -= handle.request.n
-            except ValueError:
-                pass
 
     def _start(self, row: _Row, headroom: int) -> bool:
         """Look the row's tokens up in the prefix cache and check the pool can hold the
@@ -502,13 +472,12 @@ class Scheduler:
             # A cached block has no hidden states: reuse stops where the logprobs still
             # owed begin (a row first admitted reads its whole prompt).
             limit = min(limit, len(row.prompt_scores) - 1)
-        found, key = self.blocks.lookup(row.tokens, limit)
         # The watermark keeps room for running rows to grow; with none running, a row
         # that fits at all must get in (it may need the whole pool).
-        need = blocks_for(len(row.tokens), bs) - len(found) + headroom + (self._watermark if self._running else 0)
-        if need > self.blocks.free:
-            self.blocks.release(found)
+        got = self.blocks.admit(row.tokens, limit, headroom + (self._watermark if self._running else 0))
+        if got is None:
             return False
+        found, key = got
         row.blocks, row.keyed, row.last_key = found, len(found), key
         row.computed = len(found) * bs
         if not row.looked_up:
@@ -517,13 +486,13 @@ class Scheduler:
             self.blocks.record_lookup(row.prompt_len, row.computed)
         return True
 
-    def _plan_new(self, row: _Row, budget: int, plan: list[tuple[_Row, int]]) -> int:
+    def _plan_new(self, row: _Row, budget: int, plan: list[tuple[_Row, int]], decoding: bool) -> int:
         self._running.append(row)
-        take = self._chunk(row, budget)
+        take = self._chunk(row, budget, decoding)
         # The whole prompt's blocks at once (``_start`` checked they are free): handed out
         # together they are usually consecutive, and attention then reads the row's keys
         # in place instead of gathering them at every chunk.
-        if not self._grow(row, len(row.tokens)):  # cannot happen after _start's check
+        if not self.blocks.grow(row.blocks, len(row.tokens)):  # cannot happen after _start's check
             raise RuntimeError("KV pool accounting error")
         plan.append((row, take))
         return budget - take
@@ -615,12 +584,8 @@ class Scheduler:
                 row.prompt_scores.append(self._token_logprob(token, logprob, alts[: row.score_top], ""))
 
     def _register_full_blocks(self, row: _Row) -> None:
-        bs = self.pool.block_size
-        while (row.keyed + 1) * bs <= row.computed:
-            start = row.keyed * bs
-            tokens = tuple(row.tokens[start : start + bs])
-            row.last_key = self.blocks.register(row.blocks[row.keyed], row.last_key, tokens)
-            row.keyed += 1
+        row.keyed, row.last_key = self.blocks.register_full(row.blocks, row.tokens, row.keyed, row.computed,
+                                                            row.last_key)
 
     def _fork(self, leader: _Row) -> list[_Row]:
         """The leader's prompt is in the pool: its siblings share the full blocks, get a
@@ -628,26 +593,17 @@ class Scheduler:
         if not leader.siblings:
             return []
         bs = self.pool.block_size
-        full = leader.computed // bs
-        partial = leader.computed % bs
+        full, partial = divmod(leader.computed, bs)
         forked = []
         for sib in leader.siblings:
-            shared = leader.blocks[:full]
-            self.blocks.share(shared)
-            tail: list[int] = []
-            if partial:
-                got = self.blocks.allocate(1)
-                if got is None:  # the pool is short: this sibling recomputes later instead
-                    self.blocks.release(shared)
-                    with self._cv:
-                        self._resume.append(sib)
-                    continue
-                tail = got
-                src = leader.blocks[full] * bs
-                dst = tail[0] * bs
-                self.pool.keys[:, :, dst : dst + partial] = self.pool.keys[:, :, src : src + partial]
-                self.pool.values[:, :, dst : dst + partial] = self.pool.values[:, :, src : src + partial]
-            sib.blocks = shared + tail
+            got = self.blocks.fork(leader.blocks, leader.computed)
+            if got is None:  # the pool is short: this sibling recomputes later instead
+                with self._cv:
+                    self._resume.append(sib)
+                continue
+            sib.blocks, tail = got
+            if tail is not None:
+                self.pool.copy_block(leader.blocks[full], tail, partial)
             sib.computed, sib.keyed, sib.last_key = leader.computed, leader.keyed, leader.last_key
             sib.cached_tokens = leader.cached_tokens
             forked.append(sib)
@@ -671,81 +627,13 @@ class Scheduler:
         """Sample one token per row and turn it into deltas."""
         result = sample_step(logits, [r.state for r in rows], self.vocab_size)
         for row, token, lp in zip(rows, result.tokens, result.logprobs):
-            self._advance(row, token, lp)
+            advance(row, token, lp, self.table, self.eos_ids)
             if not row.finished:
                 row.tokens.append(token)
 
-    def _advance(self, row: _Row, token: int, lp: tuple[float, list[tuple[int, float]]] | None) -> None:
-        """One sampled token: its text (UTF-8 completed, stop strings held back or cut),
-        and whether it ends the sequence. An EOS or stop token counts as a token of the
-        sequence (token_ids, logprobs: usage counts it, as vLLM does) but adds its text
-        only with ``include_stop_str_in_output``."""
-        st = row.state
-        p = st.params
-        st.push(token)
-        ends = len(st.generated) > p.min_tokens and token in st.ending_ids
-        grammar_done = False  # the grammar cannot go on: the sequence ends after this token
-        if st.constraint is not None:
-            # The mask allows EOS only where the grammar can end, and there it ends the
-            # sequence even with ignore_eos (nothing else could follow).
-            ends = (token in self.eos_ids and st.constraint.can_end()) or (ends and token in p.stop_token_ids)
-            if not ends:
-                if not st.constraint.advance(token):
-                    if st.constraint.abort is not None:
-                        # Too costly to follow (mask budget, parser limits): the request's
-                        # rows leave at the end of this step, and it gets the error instead.
-                        row.handle.error = row.handle.error or st.constraint.abort
-                        row.handle.cancelled = True
-                    else:
-                        log.warning("constrained row left its grammar: %s", st.constraint.error[:200])
-                grammar_done = st.constraint.finished
-        if ends:
-            text = (row.detok.add(token) if p.include_stop_str_in_output else "") + row.detok.flush()
-        else:
-            text = row.detok.add(token)
-        logprobs = (self._token_logprob(token, lp[0], lp[1], text),) if lp is not None else ()
-        if len(st.generated) >= p.min_tokens:
-            released, stopped = row.stopper.push(text)
-        else:
-            released, stopped = text, False
-        finish = None
-        if stopped or ends:
-            finish = "stop"
-        elif grammar_done or len(st.generated) >= p.max_tokens:
-            finish = "stop" if grammar_done and not st.constraint.error else "length"
-        if finish is not None and not stopped:
-            # The end: incomplete UTF-8 and text held back for a possible stop string go out.
-            tail = row.detok.flush()
-            more, stopped = row.stopper.push(tail) if tail else ("", False)
-            released += more if stopped else more + row.stopper.flush()
-            finish = "stop" if stopped else finish
-        row.finished = finish is not None
-        row.pending.append(
-            SequenceDelta(index=row.index, text=released, token_ids=(token,), logprobs=logprobs, finish_reason=finish)
-        )
-
     def _token_logprob(self, token: int, logprob: float, top: list[tuple[int, float]], text: str) -> TokenLogprob:
-        t = self.table
-        return TokenLogprob(
-            token=t.token_text(token),
-            token_id=token,
-            logprob=logprob,
-            bytes=tuple(t.token_bytes(token)),
-            top=tuple(TopLogprob(token=t.token_text(i), token_id=i, logprob=v, bytes=tuple(t.token_bytes(i))) for i, v in top),
-            text=text,
-        )
+        return token_logprob(self.table, token, logprob, top, text)
 
     def _collect_pending(self) -> list[tuple[RequestHandle, list[SequenceDelta]]]:
-        """Group this step's deltas per request: one thread-safe hand-off per request per step."""
-        by_handle: dict[int, tuple[RequestHandle, list[SequenceDelta]]] = {}
-        for row in self._running:
-            if row.pending:
-                if not row.reported:
-                    row.reported = True
-                    scores = tuple(row.prompt_scores) if row.score_top is not None else ()
-                    row.pending[0] = replace(row.pending[0], cached_tokens=row.cached_tokens, prompt_logprobs=scores)
-                    row.score_top, row.prompt_scores = None, []
-                entry = by_handle.setdefault(id(row.handle), (row.handle, []))
-                entry[1].extend(row.pending)
-                row.pending = []
-        return list(by_handle.values())
+        """Group this step's deltas per request (:func:`inference.output_processing.collect_pending`)."""
+        return collect_pending(self._running)

@@ -68,7 +68,8 @@ def test_full_pool_preempts_and_resumes_with_the_same_answers(tiny_llama_dir, tm
 
     async def scenario():
         alone = [ids_of((await collect(gen, greedy(PROMPT[: 2 + i], f"s{i}", max_tokens=90)))[0]) for i in range(3)]
-        together = await asyncio.gather(*(collect(gen, greedy(PROMPT[: 2 + i], f"t{i}", max_tokens=90)) for i in range(3)))
+        together = await asyncio.gather(
+            *(collect(gen, greedy(PROMPT[: 2 + i], f"t{i}", max_tokens=90)) for i in range(3)))
         return alone, [ids_of(t[0]) for t in together]
 
     try:
@@ -115,7 +116,7 @@ def test_prefix_reused_and_reported(tiny_llama_dir, tmp_path):
 
 async def _first_delta_order(gen, wide_n: int, order: list[str]):
     async def run_one(name, request):
-        async for d in gen.generate(request):
+        async for _delta in gen.generate(request):
             if name not in order:
                 order.append(name)
 

@@ -26,7 +26,8 @@ def test_greedy_is_argmax():
 
 def test_frequency_and_presence_penalties_are_additive_on_generated_only():
     logits = torch.zeros(1, V)
-    out = process_logits(logits, [row(generated=[1, 1, 2], prompt=[3], frequency_penalty=0.5, presence_penalty=0.25)], V)
+    penalised = row(generated=[1, 1, 2], prompt=[3], frequency_penalty=0.5, presence_penalty=0.25)
+    out = process_logits(logits, [penalised], V)
     assert out[0, 1].item() == -(2 * 0.5 + 0.25)
     assert out[0, 2].item() == -(1 * 0.5 + 0.25)
     assert out[0, 3].item() == 0.0  # prompt tokens are not penalised by the OpenAI rule
