@@ -46,7 +46,7 @@ class RequestResult:
 
 
 def request_body(endpoint: str, i: int, *, model: str, max_tokens: int, ignore_eos: bool,
-                 temperature: float) -> dict[str, Any]:
+                 temperature: float, prompt_text: str | None = None) -> dict[str, Any]:
     body: dict[str, Any] = {
         "model": model,
         "max_tokens": max_tokens,
@@ -63,7 +63,7 @@ def request_body(endpoint: str, i: int, *, model: str, max_tokens: int, ignore_e
 
             body["response_format"] = RESPONSE_FORMAT
     else:
-        body["prompt"] = prompt(i)
+        body["prompt"] = prompt(i) if prompt_text is None else prompt_text
     return body
 
 
@@ -141,7 +141,7 @@ class LevelRun:
 async def _run_level(base_url: str, endpoint: str, concurrency: int, num_requests: int, *,
                      model: str, max_tokens: int, ignore_eos: bool, temperature: float,
                      api_key: str | None, on_done: Callable[[RequestResult], None] | None,
-                     first_index: int) -> LevelRun:
+                     first_index: int, prompt_text: str | None = None) -> LevelRun:
     url = base_url.rstrip("/") + ENDPOINT_PATHS[endpoint]
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     limits = httpx.Limits(max_connections=concurrency + 4, max_keepalive_connections=concurrency + 4)
@@ -152,7 +152,7 @@ async def _run_level(base_url: str, endpoint: str, concurrency: int, num_request
         async def one(i: int) -> RequestResult:
             async with semaphore:
                 body = request_body(endpoint, first_index + i, model=model, max_tokens=max_tokens,
-                                    ignore_eos=ignore_eos, temperature=temperature)
+                                    ignore_eos=ignore_eos, temperature=temperature, prompt_text=prompt_text)
                 result = await stream_request(client, url, body)
             if on_done is not None:
                 on_done(result)
@@ -166,11 +166,14 @@ async def _run_level(base_url: str, endpoint: str, concurrency: int, num_request
 
 def run_level(base_url: str, endpoint: str, concurrency: int, num_requests: int, *, model: str,
               max_tokens: int, ignore_eos: bool = True, temperature: float = 0.0, api_key: str | None = None,
-              on_done: Callable[[RequestResult], None] | None = None, first_index: int = 0) -> LevelRun:
-    """Run one concurrency level to completion (its own event loop)."""
+              on_done: Callable[[RequestResult], None] | None = None, first_index: int = 0,
+              prompt_text: str | None = None) -> LevelRun:
+    """Run one concurrency level to completion (its own event loop); ``prompt_text``: the
+    /v1/completions prompt of every request instead of the varied ones."""
     return asyncio.run(_run_level(base_url, endpoint, concurrency, num_requests, model=model,
                                   max_tokens=max_tokens, ignore_eos=ignore_eos, temperature=temperature,
-                                  api_key=api_key, on_done=on_done, first_index=first_index))
+                                  api_key=api_key, on_done=on_done, first_index=first_index,
+                                  prompt_text=prompt_text))
 
 
 def percentile(values: list[float], q: float) -> float | None:

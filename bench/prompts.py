@@ -48,3 +48,22 @@ def prompt(i: int) -> str:
 
 def chat_messages(i: int) -> list[dict[str, str]]:
     return [{"role": "user", "content": question(i)}]
+
+
+# Prompt lengths of the c=1 scenario by prompt length (``--dtypes``): a decode step's
+# cost should not grow as its context shrinks, and a benchmark of mid-length prompts
+# alone hid a format that was slow on short ones.
+PROMPT_LENGTHS = (4, 16, 64, 256)
+SHORT_PROMPT = "Once upon a time"  # 4 tokens for SmolLM2's tokenizer
+
+
+def prompt_of_length(tokens: int) -> str:
+    """A /v1/completions prompt of about ``tokens`` tokens: :data:`SHORT_PROMPT` for 4,
+    else the start of ``bench/data/eval_text.txt`` (English prose, about 1.15 tokens a
+    word for SmolLM2; the server's usage reports the exact count)."""
+    if tokens <= 4:
+        return SHORT_PROMPT
+    from pathlib import Path
+
+    words = (Path(__file__).with_name("data") / "eval_text.txt").read_text(encoding="utf-8").split()
+    return " ".join(words[: max(1, round(tokens / 1.15))])

@@ -15,12 +15,17 @@ Responsibilities:
 
 from __future__ import annotations
 
+import copy
+import functools
 import hashlib
 import json
 import logging
 import os
 import shutil
 import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +33,7 @@ import torch
 
 from . import fused, quant, sources
 from .errors import ModelUnavailable
+from .progress import bar, phase
 from .types import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -130,10 +136,12 @@ def package_path(source: str) -> Path:
 
 
 def sha256_file(path: Path) -> str:
+    """The file's SHA-256; a bar (shown only past a second) while a large file is read."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open(path, "rb") as f, bar(path.stat().st_size, f"hashing {path.name}", "B", delay=1.0) as progress:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
+            progress.update(len(chunk))
     return h.hexdigest()
 
 
@@ -230,28 +238,100 @@ def converted_gguf(gguf_path: Path, cache_dir: Path) -> Path:
     return target
 
 
+_GGUF_PATCH_LOCK = threading.Lock()
+
+
+@contextmanager
+def _gguf_reads_shared() -> Iterator[None]:
+    """During one conversion, read the GGUF file's metadata and build gguf's name map once.
+
+    For architectures transformers has no fast GGUF reader for (Llama among them), the
+    configuration, the weights and the tokenizer each open the file with
+    ``gguf.GGUFReader``, which parses every string of the vocabulary and merges one at
+    a time, and turn its fields into Python values: seconds each. And the weights' name
+    mapping calls ``gguf.get_tensor_name_map(arch, layers)`` afresh for every module of
+    the model, each call rebuilding a table of every tensor name of every architecture.
+    All of these only read what they build, so within the conversion one reader per
+    file, one metadata parse (``return_tensors=False``; callers get copies) and one name
+    map serve every caller. The lock keeps two conversions from restoring each other's
+    patches; everything is put back when the conversion ends."""
+    try:
+        import gguf
+        from transformers import modeling_gguf_pytorch_utils as gguf_utils
+    except ImportError:  # transformers will say that gguf is needed
+        yield
+        return
+    with _GGUF_PATCH_LOCK:
+        name_map, load, reader = gguf.get_tensor_name_map, gguf_utils.load_gguf_checkpoint, gguf.GGUFReader
+        parsed: dict[str, Any] = {}
+        readers: dict[str, Any] = {}
+
+        def reader_once(path: Any, mode: str = "r") -> Any:
+            if mode != "r":
+                return reader(path, mode)
+            if str(path) not in readers:
+                readers[str(path)] = reader(path)
+            return readers[str(path)]
+
+        def load_once(path: Any, return_tensors: bool = False, *args: Any, **kwargs: Any) -> Any:
+            if return_tensors or args or kwargs:
+                return load(path, return_tensors, *args, **kwargs)
+            if str(path) not in parsed:
+                parsed[str(path)] = load(path, False)
+            return copy.deepcopy(parsed[str(path)])
+
+        gguf.get_tensor_name_map = functools.lru_cache(maxsize=None)(name_map)
+        gguf_utils.load_gguf_checkpoint = load_once
+        gguf.GGUFReader = reader_once
+        try:
+            yield
+        finally:
+            gguf.get_tensor_name_map, gguf_utils.load_gguf_checkpoint, gguf.GGUFReader = name_map, load, reader
+
+
 def _convert_gguf_into(gguf_path: Path, out: Path) -> None:
     """Dequantise a GGUF checkpoint and write config, safetensors weights, tokenizer and
-    generation config. ``save_pretrained`` refuses GGUF-quantised models, so the state
-    dict is written by hand (tied weights stored once, quantization_config dropped)."""
-    from safetensors.torch import save_file
-    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+    generation config, each phase announced (see :mod:`inference.progress`)."""
+    log.info("converting GGUF %s to float32 safetensors in %s (once; cached afterwards)", gguf_path, out.parent)
+    with phase(log, "importing transformers' GGUF support"):
+        from transformers import modeling_gguf_pytorch_utils  # noqa: F401 - the import is the phase
+    with _gguf_reads_shared():
+        _convert_gguf_phases(gguf_path, out)
 
+
+def _convert_gguf_phases(gguf_path: Path, out: Path) -> None:
     folder, name = str(gguf_path.parent), gguf_path.name
-    log.info("converting GGUF %s (one-off; cached afterwards)", gguf_path)
-    kwargs: dict[str, Any] = {"gguf_file": name, "dtype": torch.float32}
+    with phase(log, f"reading the model configuration from {name}"):
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+        model_config = AutoConfig.from_pretrained(folder, gguf_file=name)
+    kwargs: dict[str, Any] = {"gguf_file": name, "dtype": torch.float32, "config": model_config}
     try:
         from transformers.utils.quantization_config import GgufConfig
 
         kwargs["quantization_config"] = GgufConfig(dequantize=True)
     except Exception:  # older transformers: dequantisation is the default anyway
         pass
-    try:
-        model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
-    except TypeError:
-        kwargs.pop("quantization_config", None)
-        model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    # transformers reads the tensor index and maps names first (silent), then draws its
+    # own bar over the tensors it dequantizes.
+    with phase(log, f"reading and dequantizing the tensors of {name}"):
+        try:
+            model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
+        except TypeError:
+            kwargs.pop("quantization_config", None)
+            model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
+    with phase(log, f"building the tokenizer from the vocabulary in {name}"):
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+
+    with phase(log, "writing the float32 weights and the tokenizer"):
+        _write_conversion(model, tokenizer, out)
+
+
+def _write_conversion(model: Any, tokenizer: Any, out: Path) -> None:
+    """``save_pretrained`` refuses GGUF-quantised models, so the state dict is written by
+    hand (tied weights stored once, quantization_config dropped)."""
+    from safetensors.torch import save_file
+    from transformers import GenerationConfig
 
     state = model.state_dict()
     tied = bool(getattr(model.config, "tie_word_embeddings", False))
@@ -266,6 +346,7 @@ def _convert_gguf_into(gguf_path: Path, out: Path) -> None:
         seen[ptr] = key
         tensors[key] = tensor.detach().to(torch.float32).contiguous().clone()
     save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
+    del tensors
 
     config = model.config.to_dict()
     for key in ("quantization_config", "_name_or_path", "gguf_file"):

@@ -11,14 +11,11 @@ Schemes (the registry dtypes ``int8`` and ``int4``):
 
 The token embedding table and the LM head (one table when tied) are kept in float16:
 the head's matrix-vector product is the largest single read of a decode step (SmolLM2:
-49,152 x 576), and in float16 it runs in 2.0 ms against 10 ms in float32 on this
-machine class, with float32 accumulation and float16 logits (spacing 0.016 at a logit
-of 25). Measured on SmolLM2 over 1,024 positions of ``bench/data/eval_text.txt``: the
-arg-max agrees with the float32 head at 99.8% of positions, perplexity 1.0002x, largest
-logit error 0.05. An int8 head was measured too and refused: its kernel returns
-bfloat16 logits (spacing 0.125 at 25), arg-max agreement 97.3%, largest error 0.68; it
-turned the first token of the greedy answer to "What is the capital of France?" into
-an exact tie. The lookup widens float16 rows back to the compute dtype.
+49,152 x 576), and float16 (with float32 accumulation) runs it several times faster
+than float32 while its logits stay close enough to keep the greedy arg-max. An int8
+head was refused: its kernel returns bfloat16 logits, too coarse to keep near-ties
+apart (docs/engine/quantization.md has the measurements). The lookup widens float16
+rows back to the compute dtype.
 
 Activations: the kernels are fast only with bfloat16 input (float32 input takes a slow
 path), so a quantized layer casts its input to bfloat16 and its output back to the
@@ -44,6 +41,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from .progress import bar, phase
 
 log = logging.getLogger(__name__)
 
@@ -299,7 +298,6 @@ def cached_quantization(folder: Path, scheme: str, cache_dir: Path) -> Path | No
 def write_quantization(model: nn.Module, folder: Path, scheme: str, cache_dir: Path) -> Path:
     """Quantize a loaded float model into the cache (a temp folder renamed into place, so
     concurrent processes never see half an entry) with a progress bar; returns the entry."""
-    from huggingface_hub.utils import tqdm
     from safetensors.torch import save_file
 
     target = quantized_path(folder, scheme, cache_dir)
@@ -307,9 +305,11 @@ def write_quantization(model: nn.Module, folder: Path, scheme: str, cache_dir: P
     tmp = Path(tempfile.mkdtemp(prefix=f".{scheme}-", dir=cache_dir))
     try:
         total = len(quantizable_linears(model)) + 1  # the linears, then everything else
-        with tqdm(total=total, desc=f"quantizing to {scheme} (once; cached)", unit="layer") as bar:
-            tensors = quantize_state(model, scheme, progress=bar)
-        save_file(tensors, str(tmp / _WEIGHTS), metadata={"format": "pt", "scheme": scheme})
+        with bar(total, f"quantizing to {scheme} (once; cached)", "layer") as progress:
+            tensors = quantize_state(model, scheme, progress=progress)
+        size_mb = sum(t.numel() * t.element_size() for t in tensors.values()) / 1e6
+        with phase(log, f"writing the {scheme} weights ({size_mb:.0f} MB) to {target.name}"):
+            save_file(tensors, str(tmp / _WEIGHTS), metadata={"format": "pt", "scheme": scheme})
         (tmp / _MARKER).write_text(json.dumps({"version": _FORMAT_VERSION, "scheme": scheme, "source": str(folder)}))
         if target.exists():
             shutil.rmtree(target, ignore_errors=True)
@@ -332,11 +332,14 @@ def load_quantized_model(
 
     entry = cached_quantization(folder, scheme, cache_dir)
     if entry is None:
-        log.info("quantizing %s to %s (one-off; cached afterwards)", folder, scheme)
-        model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32, trust_remote_code=trust_remote_code)
+        log.info("quantizing %s to %s in %s (once; cached afterwards)", folder, scheme, cache_dir)
+        with phase(log, f"reading the float32 weights to quantize from {folder.name}"):
+            model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32,
+                                                         trust_remote_code=trust_remote_code)
         entry = write_quantization(model, folder, scheme, cache_dir)
         del model
-    return _model_from_entry(folder, entry, dtype=dtype, trust_remote_code=trust_remote_code)
+    with phase(log, f"loading the {scheme} weights from {entry}"):
+        return _model_from_entry(folder, entry, dtype=dtype, trust_remote_code=trust_remote_code)
 
 
 def _model_from_entry(folder: Path, entry: Path, *, dtype: torch.dtype, trust_remote_code: bool) -> nn.Module:

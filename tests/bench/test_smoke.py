@@ -11,7 +11,7 @@ import pytest
 
 from bench.server import ROOT
 
-pytestmark = [pytest.mark.e2e, pytest.mark.model]
+pytestmark = [pytest.mark.e2e, pytest.mark.model, pytest.mark.perf]
 
 
 def test_bench_quick_run_writes_results_and_plot(tmp_path):
@@ -44,7 +44,8 @@ def test_bench_quick_run_writes_results_and_plot(tmp_path):
     assert all(row["tokens_per_s_ratio"] > 0 and row["ttft_ratio"] > 0 for row in rows)
     memory = results["memory"]
     assert memory["after_warmup"]["rss_mb"] > 100 and memory["rss_mb"] == memory["after_warmup"]["rss_mb"]
-    assert results["cold_start"]["with_model_cache"]["first_answer_s"] >= results["cold_start"]["with_model_cache"]["healthz_s"] > 0
+    warm_start = results["cold_start"]["with_model_cache"]
+    assert warm_start["first_answer_s"] >= warm_start["healthz_s"] > 0
     assert any(t["target"] == "no failures at any level" and t["met"] for t in results["targets"])
     (constrained,) = results["constrained"]["levels"]
     assert constrained["concurrency"] == 1 and constrained["tpot_p50_ratio"] > 0
@@ -61,7 +62,12 @@ def test_bench_quick_run_writes_results_and_plot(tmp_path):
     # the server again in int8 (CPU_DTYPE), beside the main one, and the quality table
     int8 = results["dtypes"]["int8"]
     assert int8["memory"]["rss_mb"] > 100 and int8["cold_start"]["with_model_cache"]["first_answer_s"] > 0
-    assert {(r["dtype"], r["endpoint"]) for r in results["dtype_comparison"]} == {("int8", "completions"), ("int8", "chat")}
+    compared = {(r["dtype"], r["endpoint"]) for r in results["dtype_comparison"]}
+    lengths = {("int8", f"prompt~{n}") for n in (4, 16, 64, 256)}  # c=1 by prompt length, short ones too
+    assert compared == {("int8", "completions"), ("int8", "chat")} | lengths
+    shortest = next(r for r in results["dtype_comparison"] if r["endpoint"] == "prompt~4")
+    assert shortest["prompt_tokens"] <= 8
+    assert [r["prompt_length"] for r in results["prompt_lengths"]] == [4, 16, 64, 256]
     assert all(r["tokens_per_s_ratio"] > 0 and r["failures"] == 0 for r in results["dtype_comparison"])
     assert "other CPU dtypes against the main" in result.stdout
     f32, q8 = results["quality"]

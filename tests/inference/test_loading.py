@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 
 import pytest
@@ -26,6 +27,27 @@ def test_gguf_conversion_is_cached_and_reused(cache_dir, smol_folder, monkeypatc
     digest = loading.sha256_file(loading.package_path(SMOL_SOURCE))
     assert smol_folder.name == f"gguf-{digest}"
     assert (smol_folder / "model.safetensors").exists() and (smol_folder / "config.json").exists()
+
+
+@pytest.mark.model
+def test_first_conversion_says_what_each_phase_is_doing(tmp_path, smol_folder, caplog):
+    import gguf
+    from safetensors.torch import load_file
+
+    original_reader = gguf.GGUFReader
+    caplog.set_level(logging.INFO, logger="inference.loading")
+    fresh = loading.converted_gguf(loading.package_path(SMOL_SOURCE), tmp_path)  # an empty cache: converts
+    lines = [r.getMessage() for r in caplog.records if r.name == "inference.loading"]
+    assert lines[0].startswith("converting GGUF ") and str(tmp_path) in lines[0]
+    started = [line.removesuffix(" ...") for line in lines if line.endswith(" ...")]
+    assert [s.split(" ")[0] for s in started] == ["importing", "reading", "reading", "building", "writing"], lines
+    for what in started:  # every phase that starts also says when it is done, and how long it took
+        assert any(line.startswith(f"{what}: done in ") for line in lines), (what, lines)
+    # The shared GGUF reads are put back, and the conversion is the one the cache holds.
+    assert gguf.GGUFReader is original_reader
+    want, got = load_file(str(smol_folder / "model.safetensors")), load_file(str(fresh / "model.safetensors"))
+    assert want.keys() == got.keys() and all(torch.equal(want[k], got[k]) for k in want)
+    assert (fresh / "tokenizer.json").read_text() == (smol_folder / "tokenizer.json").read_text()
 
 
 @pytest.mark.model

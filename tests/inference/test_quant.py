@@ -3,6 +3,8 @@ engine's dtype handling, and the bundled SmolLM2 served in int8 and int4."""
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import torch
 
@@ -93,6 +95,21 @@ def test_tiny_model_quantized_once_into_the_cache(tiny_llama_dir, tmp_path, monk
         assert torch.equal(again(x).logits, got)
 
 
+def test_quantizing_says_what_each_phase_is_doing(tiny_llama_dir, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="inference.quant")
+    quant.load_quantized_model(tiny_llama_dir, "int8", tmp_path, dtype=torch.float32)
+    lines = [r.getMessage() for r in caplog.records if r.name == "inference.quant"]
+    assert lines[0].startswith(f"quantizing {tiny_llama_dir} to int8 in {tmp_path}")
+    for what in ("reading the float32 weights to quantize", "writing the int8 weights", "loading the int8 weights"):
+        started = [i for i, line in enumerate(lines) if line.startswith(what) and line.endswith(" ...")]
+        ended = [i for i, line in enumerate(lines) if line.startswith(what) and ": done in " in line]
+        assert len(started) == 1 and len(ended) == 1 and started[0] < ended[0], (what, lines)
+    caplog.clear()
+    quant.load_quantized_model(tiny_llama_dir, "int8", tmp_path, dtype=torch.float32)
+    again = [r.getMessage() for r in caplog.records if r.name == "inference.quant"]
+    assert [line.split(" ")[0] for line in again] == ["loading", "loading"], again  # cached: only the load
+
+
 def test_engine_serves_int8_and_refuses_it_where_it_cannot(tiny_llama_dir, tmp_path):
     eng = Engine(EngineConfig(cache_dir=tmp_path))
     try:
@@ -121,7 +138,7 @@ def test_smollm2_quantized_answers_and_int8_is_batch_invariant(engine, scheme):
     """The bundled chat model in int8/int4: a fraction of float32's weight memory and the
     right answer; in int8, greedy rows come out the same alone and batched. (int4 is not
     batch-invariant: one of these five differed, although its kernel computes each row
-    alike in isolation; the README says so.)"""
+    alike in isolation; docs/models.md says so.)"""
     gen = engine.generator(smol_spec(id=f"smol-{scheme}", dtype=scheme))
     assert gen.weight_format == scheme
     size = sum(t.numel() * t.element_size() for t in [*gen.model.parameters(), *gen.model.buffers()])

@@ -49,6 +49,35 @@ def test_gguf_header(tmp_path):
     assert declared_window(broken, "text-generation", 2048) == 2048  # the server default, as the engine
 
 
+@pytest.mark.model
+def test_header_reading_agrees_with_gguf_reader_on_the_shipped_file():
+    # The window is read by hand (stopping at the entry, milliseconds) rather than with
+    # gguf.GGUFReader, which parses the whole vocabulary first (seconds, on a request
+    # path); gguf's own reader is the reference for the value.
+    from gguf import GGUFReader
+
+    from inference.loading import package_path
+
+    from .helpers import SMOL_SOURCE
+
+    path = package_path(SMOL_SOURCE)
+    reader = GGUFReader(str(path))
+    arch = reader.get_field("general.architecture").contents()
+    assert gguf_context_length(path) == int(reader.get_field(f"{arch}.context_length").contents()) == 8192
+
+
+def test_header_written_by_gguf_writer(tmp_path):
+    from gguf import GGUFWriter
+
+    writer = GGUFWriter(str(tmp_path / "w.gguf"), "qwen2")
+    writer.add_context_length(32768)
+    writer.add_token_list(["a", "bc", "def"])
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.close()
+    assert gguf_context_length(tmp_path / "w.gguf") == 32768
+
+
 def test_folder_without_limits_gets_the_default(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     (tmp_path / "tokenizer_config.json").write_text('{"model_max_length": 1e30}')
