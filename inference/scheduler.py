@@ -62,7 +62,7 @@ from typing import Any
 import torch
 
 from .detokenize import IncrementalDetokenizer, StopMatcher, TokenTable
-from .errors import EngineOverloaded, InvalidInput, ModelUnavailable
+from .errors import EngineOverloaded, InvalidInput, ModelUnavailable, check_vocabulary, context_length_exceeded
 from .kvcache import BlockManager, KVPool
 from .output_processing import advance, collect_pending, token_logprob
 from .paged_attention import build_plan
@@ -191,10 +191,7 @@ class Scheduler:
             raise InvalidInput(f"n={request.n} exceeds this model's queue bound {self.max_queue}", param="n")
         if not ids and self.bos_id is None:
             raise InvalidInput("the prompt is empty", param="prompt")
-        bad = [t for t in ids if not 0 <= int(t) < self.vocab_size]
-        if bad:
-            raise InvalidInput(f"token id {bad[0]} is outside the vocabulary (0..{self.vocab_size - 1})",
-                               param="prompt")
+        check_vocabulary(ids, self.vocab_size)
         s = request.sampling
         if s.max_tokens < 0:
             raise InvalidInput("max_tokens must not be negative", param="max_tokens")
@@ -203,18 +200,9 @@ class Scheduler:
             why = ""
             if self.context_length >= self.pool.capacity_tokens:
                 why = f" (the limit of this server's KV cache, {self.pool.capacity_tokens} tokens)"
-            raise InvalidInput(
-                f"This model's maximum context length is {self.context_length} tokens{why}. However, you requested "
-                f"{total} tokens ({len(ids)} in the messages, {s.max_tokens} in the completion).",
-                param="prompt",
-                code="context_length_exceeded",
-            )
-        for tid, _ in s.logit_bias:
-            if not 0 <= int(tid) < self.vocab_size:
-                raise InvalidInput(f"logit_bias token id {tid} is outside the vocabulary", param="logit_bias")
-        for tid in s.stop_token_ids:
-            if not 0 <= int(tid) < self.vocab_size:
-                raise InvalidInput(f"token id {tid} is outside the vocabulary", param="stop_token_ids")
+            raise context_length_exceeded(self.context_length, max(len(ids), 1), s.max_tokens, why=why)
+        check_vocabulary([tid for tid, _ in s.logit_bias], self.vocab_size, param="logit_bias")
+        check_vocabulary(s.stop_token_ids, self.vocab_size, param="stop_token_ids")
         if s.logprobs is not None and not 0 <= s.logprobs <= 20:
             raise InvalidInput("logprobs must be between 0 and 20", param="logprobs")
         if s.prompt_logprobs is not None and not 0 <= s.prompt_logprobs <= 20:
