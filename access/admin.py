@@ -1,4 +1,6 @@
-"""The API keys' admin: create a key (shown once), revoke, set expiry, models and limits."""
+"""The API keys' admin: create a key (shown once), revoke, set expiry, models, limits,
+token quotas and the admin flag; each key's page shows its usage this day and month
+(from the usage ledger) against its quotas."""
 
 from __future__ import annotations
 
@@ -6,9 +8,12 @@ from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.utils.html import format_html, format_html_join
 
-from access.keys import generate_key, set_key
+from access import quotas
+from access.keys import Principal, generate_key, set_key
 from access.models import APIKey
+from ledger import queries, recorder
 
 
 class ModelIdsField(forms.CharField):
@@ -50,19 +55,45 @@ class APIKeyForm(forms.ModelForm):
 class APIKeyAdmin(admin.ModelAdmin):
     form = APIKeyForm
     list_display = (
-        "name", "prefix", "active", "revoked", "expires_at", "requests_per_minute", "tokens_per_minute",
-        "created", "last_used",
+        "name", "prefix", "active", "admin", "revoked", "expires_at", "requests_per_minute", "tokens_per_minute",
+        "tokens_per_day", "tokens_per_month", "created", "last_used",
     )
-    list_filter = ("revoked",)
+    list_filter = ("revoked", "admin")
     search_fields = ("name", "prefix")
-    readonly_fields = ("prefix", "created", "last_used")
+    readonly_fields = ("prefix", "created", "last_used", "usage")
     ordering = ("name",)
     actions = ("revoke_keys",)
     fieldsets = (
-        (None, {"fields": ("name", "revoked", "expires_at")}),
+        (None, {"fields": ("name", "revoked", "expires_at", "admin")}),
         ("What it may use", {"fields": ("allowed_models", "requests_per_minute", "tokens_per_minute")}),
+        ("Token quotas", {"fields": ("tokens_per_day", "tokens_per_month", "usage")}),
         ("History", {"fields": ("prefix", "created", "last_used")}),
     )
+
+    @admin.display(description="usage")
+    def usage(self, obj: APIKey) -> str:
+        """This UTC day's and month's usage (the ledger) against the key's quotas (their
+        counters also hold the tokens reserved by requests still running)."""
+        if obj.pk is None:
+            return "-"
+        recorder.flush_before_reading()
+        moment = quotas.now()
+        counted = quotas.used_now(_principal(obj))
+        rows = []
+        for kind, label in (("day", "Today (UTC)"), ("month", "This month (UTC)")):
+            total = queries.totals(key_id=f"db:{obj.pk}", start=_period_start(kind, moment))
+            if kind in counted:
+                used, limit, resets = counted[kind]
+                quota = (f"{used} of its {limit}-token quota counted ({max(0, limit - used)} left); "
+                         f"resets {resets:%Y-%m-%d %H:%M} UTC")
+            else:
+                quota = "no quota"
+            rows.append((label, total.tokens, total.requests, total.input_tokens, total.output_tokens, quota))
+        return format_html(
+            '<table class="key-usage"><thead><tr><th>Period</th><th>Tokens</th><th>Requests</th><th>Input</th>'
+            "<th>Output</th><th>Quota</th></tr></thead><tbody>{}</tbody></table>",
+            format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", rows),
+        )
 
     @admin.display(boolean=True, description="active")
     def active(self, obj: APIKey) -> bool:
@@ -86,3 +117,14 @@ class APIKeyAdmin(admin.ModelAdmin):
     def revoke_keys(self, request: HttpRequest, queryset: QuerySet[APIKey]) -> None:
         count = queryset.filter(revoked=False).update(revoked=True)
         self.message_user(request, f"{count} key(s) revoked.", messages.SUCCESS)
+
+
+def _principal(row: APIKey) -> Principal:
+    return Principal(name=row.name, bucket=f"db:{row.pk}", tokens_per_day=row.tokens_per_day or 0,
+                     tokens_per_month=row.tokens_per_month or 0)
+
+
+def _period_start(kind: str, moment) -> int:
+    if kind == "day":
+        return int(moment.replace(hour=0, minute=0, second=0, microsecond=0).timestamp())
+    return int(moment.replace(day=1, hour=0, minute=0, second=0, microsecond=0).timestamp())

@@ -56,6 +56,9 @@ class Principal:
     allowed_models: tuple[str, ...] | None = None  # None: every served model
     requests_per_minute: int = 0  # 0: unlimited
     tokens_per_minute: int = 0
+    tokens_per_day: int = 0  # quotas (0: none), see access.quotas
+    tokens_per_month: int = 0
+    admin: bool = False  # may read every key's usage (the Usage API)
 
 
 class AuthFailure(Exception):
@@ -99,6 +102,7 @@ def authenticate(authorization: str | None) -> Principal | None:
                 bucket=f"env:{name}",
                 requests_per_minute=conf["RATE_LIMIT_RPM"],
                 tokens_per_minute=conf["RATE_LIMIT_TPM"],
+                admin=name in conf["ADMIN_KEY_NAMES"],
             )
     row = APIKey.objects.filter(key_hash=hash_key(token)).first()
     if row is None:
@@ -119,6 +123,9 @@ def authenticate(authorization: str | None) -> Principal | None:
         allowed_models=tuple(row.allowed_models) if row.allowed_models else None,
         requests_per_minute=conf["RATE_LIMIT_RPM"] if row.requests_per_minute is None else row.requests_per_minute,
         tokens_per_minute=conf["RATE_LIMIT_TPM"] if row.tokens_per_minute is None else row.tokens_per_minute,
+        tokens_per_day=row.tokens_per_day or 0,
+        tokens_per_month=row.tokens_per_month or 0,
+        admin=row.admin,
     )
 
 

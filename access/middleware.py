@@ -3,9 +3,11 @@
 Runs after CORS (a preflight never needs a key; a 401 still carries CORS headers) and
 answers its errors in OpenAI's shape through :func:`core.errors.error_response`.
 It attaches ``request.api_key`` (a :class:`access.keys.Principal`, or None on an open
-server) and ``request.rate_limit`` (a :class:`access.ratelimit.LimitState`), and puts
-the ``x-ratelimit-*`` headers on every answer. Natively sync and async, so streaming
-views never hop threads because of it; its database work is one hop per request.
+server), ``request.rate_limit`` (a :class:`access.ratelimit.LimitState`) and
+``request.quota`` (a :class:`access.quotas.QuotaState`, or None for a key without a
+token quota), and puts the ``x-ratelimit-*`` headers on every answer. Natively sync and
+async, so streaming views never hop threads because of it; its database work is one hop
+per request.
 """
 
 from __future__ import annotations
@@ -13,43 +15,36 @@ from __future__ import annotations
 from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponseBase
 
-from access.keys import AuthFailure, Principal, authenticate
-from access.ratelimit import LimitState, admit_request, settle_tokens
-from observability.accesslog import CLIENT_CLOSED_REQUEST
+from access import quotas
+from access.keys import AuthFailure, authenticate
+from access.ratelimit import admit_request, settle_tokens
+from core import usage
 from core.errors import APIError, error_response
 from core.middleware import DualModeMiddleware, is_api_path
 
 
-def _admit(authorization: str | None) -> tuple[Principal | None, LimitState | None]:
-    principal = authenticate(authorization)
+def _admit(request: HttpRequest) -> None:
+    """Authenticate (a 401 raises AuthFailure), name the key in the request's usage, check
+    its token quotas, then count the request against the key's limits (a 429 raises
+    APIError)."""
+    request.api_key = principal = authenticate(request.headers.get("Authorization"))
     if principal is None:
-        return None, None
-    try:
-        return principal, admit_request(principal)
-    except APIError as exc:
-        exc.principal = principal  # so the access log names the key that hit its limit
-        raise
-
-
-def charged_tokens(record) -> int:
-    """What a request is charged when it ends: the tokens it used; a disconnected one
-    (499) the prompt and the tokens generated before its client left; a failed one 0."""
-    if record.status < 400 or record.status == CLIENT_CLOSED_REQUEST:
-        return record.used_tokens
-    return 0
+        return
+    used = usage.of(request)
+    used.key_name, used.key_id = principal.name, principal.bucket
+    # First: a key out of quota does not spend a request of its minute.
+    request.quota = quota = quotas.admit(principal)
+    request.rate_limit = state = admit_request(principal)
+    if state.principal.tokens_per_minute:
+        # Runs when the answer really ends (a stream's last byte, or the client leaving).
+        used.on_end.append(lambda done: settle_tokens(state, done.charged_tokens))
+    if quota is not None:
+        used.on_end.append(lambda done: quotas.settle(quota, done.charged_tokens))
 
 
 def _unauthorized(message: str) -> HttpResponseBase:
     error = APIError(401, message, code="invalid_api_key", headers={"WWW-Authenticate": 'Bearer realm="gpt3dev"'})
     return error_response(error)
-
-
-def _limited(request: HttpRequest, exc: APIError) -> HttpResponseBase:
-    record = getattr(request, "record", None)
-    principal = getattr(exc, "principal", None)
-    if record is not None and principal is not None:
-        record.key_name = principal.name
-    return error_response(exc)
 
 
 class APIKeyMiddleware(DualModeMiddleware):
@@ -60,51 +55,37 @@ class APIKeyMiddleware(DualModeMiddleware):
     def __call__(self, request: HttpRequest):
         if self.is_async:
             return self.__acall__(request)
-        request.api_key, request.rate_limit = None, None
+        request.api_key, request.rate_limit, request.quota = None, None, None
         if not self._guarded(request):
             return self.get_response(request)
         try:
-            request.api_key, request.rate_limit = _admit(request.headers.get("Authorization"))
+            _admit(request)
         except AuthFailure as exc:
             return _unauthorized(str(exc))
         except APIError as exc:
-            return _limited(request, exc)
-        self._attach(request)
+            return error_response(exc)
         return self._finish(request, self.get_response(request))
 
     async def __acall__(self, request: HttpRequest):
-        request.api_key, request.rate_limit = None, None
+        request.api_key, request.rate_limit, request.quota = None, None, None
         if not self._guarded(request):
             return await self.get_response(request)
         try:
-            request.api_key, request.rate_limit = await sync_to_async(_admit)(request.headers.get("Authorization"))
+            await sync_to_async(_admit)(request)
         except AuthFailure as exc:
             return _unauthorized(str(exc))
         except APIError as exc:
-            return _limited(request, exc)
-        self._attach(request)
+            return error_response(exc)
         return self._finish(request, await self.get_response(request))
 
     @staticmethod
-    def _attach(request: HttpRequest) -> None:
-        """Before the view runs (so a request its client abandons still has them): the
-        key's name in the access log, and the settling of its token reservation."""
-        principal, state = request.api_key, request.rate_limit
-        record = getattr(request, "record", None)
-        if principal is None or record is None:
-            return
-        record.key_name = principal.name
-        if state is not None and state.principal.tokens_per_minute:
-            # The access log runs this when the answer really ends (a stream's last
-            # byte, or the client leaving).
-            record.on_end.append(lambda rec: settle_tokens(state, charged_tokens(rec)))
-
-    @staticmethod
     def _finish(request: HttpRequest, response: HttpResponseBase) -> HttpResponseBase:
-        state = request.rate_limit
-        if state is None:
-            return response
-        for name, value in state.headers().items():
+        headers = {}
+        if request.rate_limit is not None:
+            headers.update(request.rate_limit.headers())
+        if request.quota is not None:
+            headers.update(request.quota.headers())
+        for name, value in headers.items():
             if name not in response:
                 response[name] = value
         return response

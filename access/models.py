@@ -1,8 +1,9 @@
-"""API keys (only a hash is stored) and the per-minute rate-limit counters."""
+"""API keys (only a hash is stored) and the rate-limit and quota counters."""
 
 from __future__ import annotations
 
-from django.db import models
+from django.core.validators import MinValueValidator
+from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 
 
@@ -19,13 +20,30 @@ class APIKey(models.Model):
     allowed_models = models.JSONField(
         default=list,
         blank=True,
-        help_text='A JSON list of model ids this key may use, e.g. ["SmolLM2-135M-Instruct"]; empty: every served model.',
+        help_text=(
+            'A JSON list of model ids this key may use, e.g. ["SmolLM2-135M-Instruct"]; empty: every served model.'
+        ),
     )
     requests_per_minute = models.PositiveIntegerField(
         null=True, blank=True, help_text="Empty: RATE_LIMIT_RPM (0 there: unlimited)."
     )
     tokens_per_minute = models.PositiveIntegerField(
         null=True, blank=True, help_text="Empty: RATE_LIMIT_TPM (0 there: unlimited)."
+    )
+    tokens_per_day = models.PositiveBigIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text="Tokens this key may use per UTC day (prompt and answer); empty: no quota.",
+    )
+    tokens_per_month = models.PositiveBigIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text="Tokens this key may use per calendar month (UTC); empty: no quota.",
+    )
+    admin = models.BooleanField(
+        default=False, help_text="An admin key may also read the usage of every key (/v1/organization/usage/...)."
     )
 
     class Meta:
@@ -48,13 +66,27 @@ class APIKey(models.Model):
 
 
 class RateLimitWindow(models.Model):
-    """Requests and tokens one key used in one fixed minute, shared by every process."""
+    """Requests and tokens one key used in one fixed window, shared by every process: a
+    minute (bucket ``db:7``), a UTC day (``day:db:7``) or a month (``month:db:7``)."""
 
-    bucket = models.CharField(max_length=160, help_text="db:<key id> or env:<key name>")
-    window = models.BigIntegerField(help_text="Unix time // 60")
+    bucket = models.CharField(max_length=160, help_text="db:<key id> or env:<key name>; day: or month: before it")
+    window = models.BigIntegerField(help_text="Unix time // 60; days since 1970; months since year 0")
     requests = models.PositiveIntegerField(default=0)
     tokens = models.BigIntegerField(default=0)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["bucket", "window"], name="access_one_row_per_bucket_window")]
         verbose_name = "rate-limit window"
+
+    @classmethod
+    def ensure(cls, bucket: str, window: int, keep: int) -> None:
+        """The counter row of ``bucket`` for ``window``; the process that opens it deletes
+        the bucket's rows older than ``keep`` windows."""
+        if cls.objects.filter(bucket=bucket, window=window).exists():
+            return
+        try:
+            with transaction.atomic():
+                cls.objects.create(bucket=bucket, window=window)
+        except IntegrityError:  # another process opened this window first
+            return
+        cls.objects.filter(bucket=bucket, window__lt=window - keep).delete()

@@ -21,9 +21,9 @@ import math
 import time
 from dataclasses import dataclass
 
-from django.db import IntegrityError, transaction
 from django.db.models import F
 
+from access import quotas
 from access.keys import Principal
 from access.models import RateLimitWindow
 from core.errors import APIError
@@ -79,7 +79,7 @@ def admit_request(principal: Principal) -> LimitState:
     if not rpm and not tpm:
         return state
     rows = RateLimitWindow.objects.filter(bucket=principal.bucket, window=state.window)
-    _ensure_row(principal.bucket, state.window)
+    RateLimitWindow.ensure(principal.bucket, state.window, KEEP_WINDOWS)
     if tpm:
         used = rows.values_list("tokens", flat=True).first() or 0
         if used >= tpm:
@@ -145,21 +145,10 @@ def settle_tokens(state: LimitState, used: int | None) -> None:
                 tokens=F("tokens") - state.reserved
             )
         if used:
-            _ensure_row(bucket, now)
+            RateLimitWindow.ensure(bucket, now, KEEP_WINDOWS)
             RateLimitWindow.objects.filter(bucket=bucket, window=now).update(tokens=F("tokens") + used)
         state.window = now
     state.reserved = used
-
-
-def _ensure_row(bucket: str, window: int) -> None:
-    if RateLimitWindow.objects.filter(bucket=bucket, window=window).exists():
-        return
-    try:
-        with transaction.atomic():
-            RateLimitWindow.objects.create(bucket=bucket, window=window)
-    except IntegrityError:  # another process opened this minute first
-        return
-    RateLimitWindow.objects.filter(bucket=bucket, window__lt=window - KEEP_WINDOWS).delete()
 
 
 def _duration(seconds: float) -> str:
@@ -172,11 +161,20 @@ def _duration(seconds: float) -> str:
 
 
 async def areserve_tokens(request, tokens: int, *, param: str | None = None) -> None:
-    """Reserve ``tokens`` for the request's API key (nothing on an open server or for a
-    key without a tokens-per-minute limit)."""
+    """Reserve ``tokens`` for the request's API key, of its minute and of its token
+    quotas (:mod:`access.quotas`); nothing on an open server or for a key with neither a
+    tokens-per-minute limit nor a quota."""
     state: LimitState | None = getattr(request, "rate_limit", None)
-    if state is None or not state.principal.tokens_per_minute:
+    quota: quotas.QuotaState | None = getattr(request, "quota", None)
+    per_minute = state is not None and bool(state.principal.tokens_per_minute)
+    if not per_minute and quota is None:
         return
     from asgiref.sync import sync_to_async
 
-    await sync_to_async(reserve_tokens)(state, tokens, param=param)
+    def reserve() -> None:
+        if per_minute:
+            reserve_tokens(state, tokens, param=param)
+        if quota is not None:
+            quotas.reserve(quota, tokens, param=param)
+
+    await sync_to_async(reserve)()

@@ -40,7 +40,8 @@ def test_admin_key_for_every_model_and_unknown_ids(admin_client_logged_in):
     fields = {"requests_per_minute": "", "tokens_per_minute": "", "expires_at_0": "", "expires_at_1": ""}
     admin_client_logged_in.post("/admin/access/apikey/add/", {"name": "all", "allowed_models": "", **fields})
     assert APIKey.objects.get(name="all").allowed_models == []
-    typo = admin_client_logged_in.post("/admin/access/apikey/add/", {"name": "typo", "allowed_models": "SmolLM3", **fields})
+    typo = admin_client_logged_in.post("/admin/access/apikey/add/",
+                                       {"name": "typo", "allowed_models": "SmolLM3", **fields})
     assert "Unknown model id(s): SmolLM3" in typo.content.decode()
     assert not APIKey.objects.filter(name="typo").exists()
     row = APIKey.objects.get(name="all")

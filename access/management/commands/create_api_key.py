@@ -20,15 +20,26 @@ class Command(BaseCommand):
         parser.add_argument("--rpm", type=int, help="requests per minute (default: RATE_LIMIT_RPM)")
         parser.add_argument("--tpm", type=int, help="tokens per minute (default: RATE_LIMIT_TPM)")
         parser.add_argument("--expires-days", type=float, help="expire after this many days (default: never)")
+        parser.add_argument("--tokens-per-day", type=int, help="token quota per UTC day (default: none)")
+        parser.add_argument("--tokens-per-month", type=int, help="token quota per calendar month, UTC (default: none)")
+        parser.add_argument("--admin", action="store_true",
+                            help="an admin key: may also read every key's usage (/v1/organization/usage/...)")
 
-    def handle(self, *args, name: str, models: str, rpm, tpm, expires_days, **options):
+    def handle(self, *args, name: str, models: str, rpm, tpm, expires_days, tokens_per_day, tokens_per_month,
+               admin: bool, **options):
         for flag, value in (("--rpm", rpm), ("--tpm", tpm), ("--expires-days", expires_days)):
             if value is not None and value < 0:
                 raise CommandError(f"{flag} must not be negative.")
+        for flag, value in (("--tokens-per-day", tokens_per_day), ("--tokens-per-month", tokens_per_month)):
+            if value is not None and value < 1:
+                raise CommandError(f"{flag} must be at least 1 (leave it out for no quota).")
         fields = {
             "allowed_models": [m.strip() for m in models.split(",") if m.strip()],
             "requests_per_minute": rpm,
             "tokens_per_minute": tpm,
+            "tokens_per_day": tokens_per_day,
+            "tokens_per_month": tokens_per_month,
+            "admin": admin,
             "expires_at": timezone.now() + timedelta(days=expires_days) if expires_days is not None else None,
         }
         from models_api.models import ModelEntry
