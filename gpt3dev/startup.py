@@ -56,6 +56,9 @@ def _run_startup() -> None:
         if conf["MODEL_ALLOW_LIST"]:
             check_allow_list(conf["MODEL_ALLOW_LIST"])
         announce_access_mode()
+        from responses.store import fail_interrupted
+
+        fail_interrupted()  # background responses whose process is gone: failed, not in_progress forever
     except RegistryFileError as exc:
         raise ImproperlyConfigured(str(exc)) from None
     except DatabaseError as exc:
