@@ -15,16 +15,15 @@ End of sequence: llguidance puts the EOS ids into the mask only where the gramma
 end, so EOS is never sampled inside an unfinished JSON value. When the grammar cannot
 be extended at all (:attr:`RowMatcher.finished`) the row ends without sampling EOS.
 
-Why llguidance rather than xgrammar (measured on SmolLM2-135M's 49,152-token vocabulary,
-2-core CPU): both build their tokenizer data in about a second (llguidance 1.4-2.4 s,
-xgrammar 0.6 s), compile a nested test schema in 4-11 ms (xgrammar 18 ms) and fill a mask
-in tens of microseconds (llguidance 35 us median, xgrammar 5 us; a decode step is
-about 60 ms). What decides it: llguidance reports schema keywords it cannot enforce
-(``not``, unknown ``format``s, ...) as errors, which become a 400; xgrammar 0.2.8 ignores
-them silently. llguidance also embeds JSON schemas in Lark grammars (``%json``), which
-tool calls use, and needs no other package (xgrammar pulls in triton and tvm-ffi).
+Why llguidance rather than xgrammar: both are fast enough (tokenizer data in about a
+second, compiles in milliseconds, a mask in microseconds against a decode step's tens of
+milliseconds; docs/benchmarks/engine-measurements.md). What decides it: llguidance
+reports schema keywords it cannot enforce (``not``, unknown ``format``s, ...) as errors,
+which become a 400; xgrammar 0.2.8 ignores them silently. llguidance also embeds JSON
+schemas in Lark grammars (``%json``), which tool calls use, and needs no other package
+(xgrammar pulls in triton and tvm-ffi).
 
-Bounds (:class:`GrammarLimits`, one per model; the README's "Reliability" lists them):
+Bounds (:class:`GrammarLimits`, one per model; docs/operations/limits.md lists them):
 no grammar may take the process down, hold the CPUs for long, or slow the batch.
 
 - Before compiling, the source's size and the depth the compiler will recurse to
@@ -36,7 +35,7 @@ no grammar may take the process down, hold the CPUs for long, or slow the batch.
   same 400, for ``refuse_s``; requests for a key being compiled wait for that compile
   rather than start another.
 - Each row's mask has a CPU-time budget per step: an ambiguous grammar (``s: s s |
-  "a"``) costs more each token (0.3 s at token 150 measured), and a row past the
+  "a"``) costs more each token, and a row past the
   budget ends its request with :attr:`RowMatcher.abort` instead of slowing every row.
 """
 

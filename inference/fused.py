@@ -1,9 +1,10 @@
 """Fewer small ops per decode step: module replacements with the same math.
 
-At batch 1 a SmolLM2 step spends about 40% of its time outside the matmuls, in some
-1,500 small ops. Llama-style RMSNorm is six of them (cast, square, mean, add, rsqrt,
-two multiplies); torch's ``F.rms_norm`` is one fused CPU kernel that gives bit-identical
-float32 results (checked by ``tests/inference/test_fused.py`` on the bundled model).
+At batch 1 a SmolLM2 step spends a large share of its time outside the matmuls, in many
+small ops (docs/benchmarks/engine-measurements.md). Llama-style RMSNorm is six of them
+(cast, square, mean, add, rsqrt, two multiplies); torch's ``F.rms_norm`` is one fused
+CPU kernel that gives bit-identical float32 results (checked by
+``tests/inference/test_fused.py`` on the bundled model).
 
 Only modules are replaced, never the attention or its cache, so this works at every
 batch size with whatever KV cache the scheduler keeps, and needs no ``torch.compile``.

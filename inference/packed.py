@@ -6,10 +6,9 @@ depends on how many rows share the call (one row takes a matrix-vector path that
 rounds differently from the matrix-matrix one). oneDNN, which torch also ships, runs
 the same float32 products on a weight reordered once into its blocked layout
 (``torch.ops.mkldnn._reorder_linear_weight``, the form torch's compiler freezes
-weights into). Measured on this project's 2-core AMD machine (SmolLM2's gate/up
-projection, 576 -> 3072): 0.27 / 0.28 / 0.41 / 0.49 ms against MKL's 0.27 / 0.70 /
-0.75 / 0.82 ms at 1 / 4 / 8 / 16 rows, and the 49,152-row LM head 10 ms against 36 ms
-at 8 rows. Each row's result is the same whatever the number of rows (checked from 1
+weights into), several times faster than MKL at a decode step's few rows (the
+timings are in docs/benchmarks/engine-measurements.md). Each row's result is the same
+whatever the number of rows (checked from 1
 to 600 rows; a lone row is computed as two, see :meth:`PackedLinear.forward`); it
 differs from MKL's by float32 rounding (about 1e-4 absolute).
 
