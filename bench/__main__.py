@@ -31,7 +31,7 @@ from typing import Any
 
 import httpx
 
-from . import client, dtypes, quality, raw, report, structured
+from . import client, dtypes, ledger, quality, raw, report, responses, structured
 from .background import BackgroundLoad
 from .server import ROOT, UvicornServer, first_answer, measure_cold_start, own_database, resident_memory
 
@@ -44,7 +44,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                      description="The server against the raw model it serves, in one run.")
     parser.add_argument("--base-url", help="benchmark this running OpenAI-compatible server (e.g. "
                         "http://127.0.0.1:8000) instead of starting ours")
-    parser.add_argument("--pid", type=int, help="with --base-url: the server's process id, to read its memory (and not count its CPU as other load)")
+    parser.add_argument("--pid", type=int, help="with --base-url: the server's process id, to read its memory "
+                        "(and not count its CPU as other load)")
     parser.add_argument("--api-key", help="bearer token to send (a server with REQUIRE_API_KEY)")
     parser.add_argument("--model", default=DEFAULT_MODEL, help="model id sent to the server (default %(default)s)")
     parser.add_argument("--embedding-model", default=DEFAULT_EMBEDDING_MODEL,
@@ -53,7 +54,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "differently on another server (default: --model)")
     parser.add_argument("--raw-source", help="raw model source TYPE:SOURCE (package:pkg/file.gguf, "
                         "local:/path, hub:owner/repo) for models outside the default registry")
-    parser.add_argument("--levels", default="1,4,8,16", help="concurrency levels = raw batch sizes (default %(default)s)")
+    parser.add_argument("--levels", default="1,4,8,16",
+                        help="concurrency levels = raw batch sizes (default %(default)s)")
     parser.add_argument("--requests-per-level", type=int,
                         help="requests per level (default: 4x the concurrency, at least 8)")
     parser.add_argument("--max-tokens", type=int, default=64, help="new tokens per request (default %(default)s)")
@@ -61,7 +63,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-ignore-eos", action="store_true",
                         help="do not send ignore_eos (requests may then stop before --max-tokens)")
     parser.add_argument("--constrained-levels", default="1,8",
-                        help="concurrency levels of the json_schema chat vs plain chat scenario ('' to skip; default %(default)s)")
+                        help="concurrency levels of the json_schema chat vs plain chat scenario "
+                        "('' to skip; default %(default)s)")
+    parser.add_argument("--responses-levels", default="1,8",
+                        help="concurrency levels of the streamed /v1/responses vs chat scenario "
+                        "('' to skip; default %(default)s)")
     parser.add_argument("--raw-repeats", type=int, default=3, help="raw timings are medians of this many runs")
     parser.add_argument("--skip-raw", action="store_true", help="no raw measurement (no ratios)")
     parser.add_argument("--skip-cold-start", action="store_true", help="no cold-start measurement")
@@ -81,13 +87,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--soak", type=float, metavar="SECONDS", help="only the memory soak: 8 chat streams "
                         "without max_tokens for SECONDS (the KV-cache target uses 300), resident memory sampled")
     parser.add_argument("--gateway-levels", default="1,8", help="concurrency levels of --gateway (default %(default)s)")
+    parser.add_argument("--ledger", action="store_true", help="only the usage ledger's cost: a small request's p50 "
+                        "with and without the ledger, in one run on SQLite (also part of a full run)")
     args = parser.parse_args(argv)
     if args.quick:
         args.levels = "1"
         args.requests_per_level = args.requests_per_level or 2
         args.max_tokens = 4 if args.max_tokens == 64 else args.max_tokens
         args.raw_repeats = 1
-        args.quality_dtypes = "float32,int8" if args.quality_dtypes == ",".join(quality.DEFAULT_DTYPES) else args.quality_dtypes
+        if args.quality_dtypes == ",".join(quality.DEFAULT_DTYPES):
+            args.quality_dtypes = "float32,int8"
     args.dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
     args.quality_dtypes = tuple(d.strip() for d in args.quality_dtypes.split(",") if d.strip())
     for dtype in [*args.dtypes, *args.quality_dtypes]:
@@ -99,6 +108,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.endpoints = [e.strip() for e in args.endpoints.split(",") if e.strip()]
     args.constrained_levels = [] if args.quick and args.constrained_levels == "1,8" else sorted(
         {int(x) for x in str(args.constrained_levels).split(",") if x.strip()})
+    args.responses_levels = [] if args.quick and args.responses_levels == "1,8" else sorted(
+        {int(x) for x in str(args.responses_levels).split(",") if x.strip()})
     for endpoint in args.endpoints:
         if endpoint not in client.ENDPOINT_PATHS:
             parser.error(f"unknown endpoint {endpoint!r}: choose from {', '.join(client.ENDPOINT_PATHS)}")
@@ -194,7 +205,13 @@ def run_levels(base_url: str, args: argparse.Namespace, progress: Progress, raw_
             from inference.generator import eos_ids_of
 
             tok = raw_model.tokenizer
-            results["constrained"]["compile"] = structured.measure_compile(tok, len(tok), eos_ids_of(raw_model.model, tok))
+            eos_ids = eos_ids_of(raw_model.model, tok)
+            results["constrained"]["compile"] = structured.measure_compile(tok, len(tok), eos_ids)
+    if args.responses_levels:
+        results["responses"] = {"levels": responses.run_responses(
+            base_url, args.responses_levels, lambda c: requests_for(args, c), model=args.model,
+            max_tokens=args.max_tokens, api_key=args.api_key, summarize=client.summarize, on_phase=progress.phase,
+            on_done=progress.step)}
 
 
 def ensure_model_cached(args: argparse.Namespace) -> None:
@@ -243,6 +260,9 @@ def run_own_server(args: argparse.Namespace, progress: Progress, out: Path, raw_
         warm_up(server.base_url, args, embeddings=bool(args.embedding_model))
         memory: dict[str, Any] = {"after_warmup": resident_memory(server.pid)}  # type: ignore[arg-type]
         run_levels(server.base_url, args, progress, raw_model, results)
+        if args.dtypes:  # the baseline of the other dtypes' c=1 runs by prompt length
+            progress.phase("server c=1 by prompt length")
+            results["prompt_lengths"] = dtypes.run_prompt_lengths(server.base_url, args, progress.step)
         memory["after_load"] = resident_memory(server.pid)  # type: ignore[arg-type]
         memory["rss_mb"] = memory["after_warmup"]["rss_mb"]
         results["memory"] = memory
@@ -288,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     results: dict[str, Any] = {"meta": {
-        "started_at": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "started_at": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "command": "python -m bench " + " ".join(sys.argv[1:] if argv is None else argv),
         "git_commit": _git_commit(),
         "model": args.model,
@@ -307,6 +327,9 @@ def main(argv: list[str] | None = None) -> int:
     raw_steps = 0 if args.skip_raw else len(args.endpoints) * len(args.levels)
     total = raw_steps + (1 + len(args.dtypes)) * len(args.endpoints) * sum(requests_for(args, c) for c in args.levels)
     total += 2 * sum(requests_for(args, c) for c in args.constrained_levels)
+    total += 2 * sum(requests_for(args, c) for c in args.responses_levels)
+    if args.dtypes:  # c=1 by prompt length, on the main server and each dtype's
+        total += (1 + len(args.dtypes)) * len(dtypes.PROMPT_LENGTHS) * (args.requests_per_level or 4)
     progress = Progress(total, enabled=not args.no_progress)
     background = BackgroundLoad(server_pid=args.pid if args.base_url else None)
     if args.kv:
@@ -315,6 +338,10 @@ def main(argv: list[str] | None = None) -> int:
         return run_gateway(args, out, results, background, started)
     if args.soak:
         return run_soak(args, out, results, background, started)
+    if args.ledger:
+        results["ledger"] = ledger.run(200 if args.quick else 2000)
+        _scenario_done(out, results, background, started, ledger.render(results["ledger"]))
+        return 0
     try:
         raw_model = load_raw(args, progress, results)
         import importlib.metadata as md
@@ -333,6 +360,9 @@ def main(argv: list[str] | None = None) -> int:
             quick = {"tokens": 4, "prompts": 1} if args.quick else {}
             results["quality"] = quality.evaluate(args.raw_model or args.model, dtypes=args.quality_dtypes,
                                                   source=args.raw_source, **quick)
+        if not args.base_url:
+            progress.phase("usage ledger cost")
+            results["ledger"] = ledger.run(200 if args.quick else 2000)
     finally:
         progress.close()
     results["meta"]["ignore_eos"] = not args.no_ignore_eos
@@ -347,6 +377,8 @@ def main(argv: list[str] | None = None) -> int:
     print(dtypes.render(results))
     if results.get("quality"):
         print("\n" + quality.render(results["quality"]))
+    if results.get("ledger"):
+        print("\n" + ledger.render(results["ledger"]))
     print(f"\nwrote {out / 'results.json'} and {out / 'bench.png'} in {results['meta']['duration_s']} s")
     failures = sum(row["failures"] for row in results["comparison"])
     return 1 if failures else 0

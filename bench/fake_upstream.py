@@ -60,7 +60,7 @@ class FaultServer:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
-    def start(self) -> "FaultServer":
+    def start(self) -> FaultServer:
         self._thread.start()
         self._ready.wait(10)
         return self
@@ -119,14 +119,17 @@ class FaultServer:
         if path.endswith("/models") and method == "GET":
             if mode == "status_500":
                 return self._json(writer, 500, {"error": {"message": "down", "type": "server_error"}})
-            return self._json(writer, 200, {"object": "list", "data": [{"id": m, "object": "model"} for m in self.models]})
+            models = [{"id": m, "object": "model"} for m in self.models]
+            return self._json(writer, 200, {"object": "list", "data": models})
         if mode == "status_500":
             return self._json(writer, 500, {"error": {"message": "the upstream broke", "type": "server_error"}})
         if mode == "error_int_code":
-            return self._json(writer, 400, {"object": "error", "message": "This model's maximum context length is 2048 tokens.",
+            return self._json(writer, 400, {"object": "error",
+                                            "message": "This model's maximum context length is 2048 tokens.",
                                             "type": "BadRequestError", "param": None, "code": 400})
         if mode == "malformed":
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 9\r\nConnection: close\r\n\r\n{\"id\": 1,")
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 9\r\n"
+                         b"Connection: close\r\n\r\n{\"id\": 1,")
             return
         if mode == "html_error":
             writer.write(b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/html\r\nContent-Length: "
@@ -148,7 +151,8 @@ class FaultServer:
         chat = path.endswith("/chat/completions")
         if not (body or {}).get("stream"):
             choice = {"index": 0, "finish_reason": "stop", "logprobs": None}
-            choice |= {"message": {"role": "assistant", "content": f"hello from {self.name}"}} if chat else {"text": f"hello from {self.name}"}
+            text = f"hello from {self.name}"
+            choice |= {"message": {"role": "assistant", "content": text}} if chat else {"text": text}
             completion = self._completion_tokens(body, 3)
             return self._json(writer, 200, {"id": "x-1", "object": "chat.completion" if chat else "text_completion",
                                             "created": int(time.time()), "model": body["model"], "choices": [choice],

@@ -54,7 +54,7 @@ def compare(server: dict[str, list[dict]], raw: dict[str, list[dict]]) -> list[d
 
 def targets(rows: list[dict[str, Any]], memory: dict[str, Any] | None) -> list[dict[str, Any]]:
     """The issue's targets that one run can check (the comparison with `transformers
-    serve` needs a second run against it: see the README)."""
+    serve` needs a second run against it: see docs/benchmarks/index.md)."""
     out = []
     for row in rows:
         where = f"{row['endpoint']} c={row['concurrency']}"
@@ -111,6 +111,10 @@ def render_table(results: dict[str, Any]) -> str:
         from .structured import render
 
         lines += render(results["constrained"])
+    if results.get("responses"):
+        from .responses import render as render_responses
+
+        lines += render_responses(results["responses"])
     memory = results.get("memory")
     if memory:
         parts = [f"{name.replace('_', ' ')} {m['rss_mb']} MB resident (peak {m.get('peak_rss_mb', '-')})"

@@ -93,7 +93,7 @@ class UvicornServer:
             time.sleep(0.05)
         raise RuntimeError(f"the server did not answer in {timeout} s:\n{self.log_tail()}")
 
-    def start(self, timeout: float = 120) -> "UvicornServer":
+    def start(self, timeout: float = 120) -> UvicornServer:
         self.migrate()
         self.launch()
         self.wait_healthy(timeout)
@@ -118,7 +118,7 @@ class UvicornServer:
         if self.process is not None and self.process.poll() is not None:
             raise RuntimeError(f"the server exited:\n{self.log_tail()}")
 
-    def __enter__(self) -> "UvicornServer":
+    def __enter__(self) -> UvicornServer:
         return self
 
     def __exit__(self, *exc: Any) -> None:

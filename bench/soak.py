@@ -129,5 +129,6 @@ def render(result: dict[str, Any]) -> str:
         f"  limit weights {result['weights_mb']} + pool {result['pool_mb']} + {HEADROOM_MB} = {result['limit_mb']} MB: "
         f"{'met' if result['within_limit'] else 'MISSED'}; the rest back within 10% of warm-up: "
         f"{'met' if result['returned_within_10pct'] else 'MISSED'}",
-        f"  {'all targets met' if ok else 'targets missed'}" + (f"; errors: {result['errors']}" if result["errors"] else ""),
+        f"  {'all targets met' if ok else 'targets missed'}"
+        + (f"; errors: {result['errors']}" if result["errors"] else ""),
     ])

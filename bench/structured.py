@@ -9,7 +9,8 @@ tokens than ``--max-tokens``: TPOT is per token, so the ratio stays comparable.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 # A schema with free text in it, so an answer runs for tens of tokens.
 ANSWER_SCHEMA: dict[str, Any] = {
@@ -80,14 +81,15 @@ def run_constrained(base_url: str, levels: list[int], requests_for: Callable[[in
         ratio = None
         if plain["p50"] and constrained["p50"]:
             ratio = round(constrained["p50"] / plain["p50"], 3)
-        rows.append({"concurrency": level, "plain": pair["chat"], "json_schema": pair["chat_json"], "tpot_p50_ratio": ratio})
+        rows.append({"concurrency": level, "plain": pair["chat"], "json_schema": pair["chat_json"],
+                     "tpot_p50_ratio": ratio})
     return rows
 
 
 def render(section: dict[str, Any]) -> list[str]:
     lines = ["", "constrained decoding: json_schema chat vs plain chat, same prompts, greedy (times in ms)",
-             f"{'conc':>4} {'plain TPOT50':>12} {'json TPOT50':>11} {'ratio':>5} {'plain tok/s':>11} {'json tok/s':>10} "
-             f"{'json tokens/req':>15} {'fail':>4}"]
+             f"{'conc':>4} {'plain TPOT50':>12} {'json TPOT50':>11} {'ratio':>5} {'plain tok/s':>11} "
+             f"{'json tok/s':>10} {'json tokens/req':>15} {'fail':>4}"]
     for row in section.get("levels", []):
         p, j = row["plain"], row["json_schema"]
         lines.append(f"{row['concurrency']:>4} {p['tpot_ms']['p50'] or '-':>12} {j['tpot_ms']['p50'] or '-':>11} "
@@ -96,6 +98,8 @@ def render(section: dict[str, Any]) -> list[str]:
                      f"{p['failures'] + j['failures']:>4}")
     compile_ = section.get("compile")
     if compile_:
-        parts = [f"{name} {c['cold_ms']} ms cold / {c['cached_ms']} ms cached" for name, c in compile_["schemas"].items()]
-        lines.append(f"grammar compile: tokenizer data {compile_['tokenizer_info_ms']} ms once per model; " + "; ".join(parts))
+        parts = [f"{name} {c['cold_ms']} ms cold / {c['cached_ms']} ms cached"
+                 for name, c in compile_["schemas"].items()]
+        lines.append(f"grammar compile: tokenizer data {compile_['tokenizer_info_ms']} ms once per model; "
+                     + "; ".join(parts))
     return lines

@@ -10,13 +10,13 @@ import os
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gpt3dev.settings")
 
-from django.core.asgi import get_asgi_application  # noqa: E402
+from django.core.asgi import get_asgi_application  # noqa: E402 - needs DJANGO_SETTINGS_MODULE set first
 
 django_application = get_asgi_application()
 
-from gpt3dev.bodylimit import RequestBodyLimit  # noqa: E402
-from gpt3dev.shutdown import GracefulASGI  # noqa: E402
-from gpt3dev.startup import run_startup  # noqa: E402
+from gpt3dev.bodylimit import RequestBodyLimit  # noqa: E402 - imports models: Django is set up first
+from gpt3dev.shutdown import GracefulASGI  # noqa: E402 - imports models: Django is set up first
+from gpt3dev.startup import run_startup  # noqa: E402 - imports models: Django is set up first
 
 run_startup()
 # SIGTERM: stop admitting (503), let in-flight answers finish within the grace period, exit.

@@ -1,7 +1,7 @@
 """Django settings, read from the environment in this one module.
 
 The variable names are the ones users of the earlier FastAPI version already know
-(HF_TOKEN, DEFAULT_DEVICE, MODEL_REGISTRY_PATH, ...); the README documents every one.
+(HF_TOKEN, DEFAULT_DEVICE, MODEL_REGISTRY_PATH, ...); docs/settings.md documents every one.
 The defaults are safe for production: DEBUG off, SQLite unless DATABASE_URL is given.
 """
 
@@ -15,6 +15,7 @@ from pathlib import Path
 import dj_database_url
 
 from gpt3dev.env import env_bool, env_choice, env_int, env_list, env_memory, env_str
+from inference.scheduling_policy import SchedulerLimits  # torch-free: the scheduler defaults
 from inference.sources import default_cache_dir  # torch-free
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -59,6 +60,8 @@ INSTALLED_APPS = [
     "completions",
     "embeddings",
     "rerank",
+    "responses",
+    "ledger",
     "playground",
 ]
 
@@ -159,20 +162,11 @@ CORS_ALLOW_ALL_ORIGINS = "*" in _cors
 CORS_ALLOWED_ORIGINS = [origin for origin in _cors if origin != "*"]
 CORS_URLS_REGEX = r"^/(v1/|v2/rerank|tokenize|detokenize|rerank|score|healthz|readyz).*$"
 
-REST_FRAMEWORK = {
-    "EXCEPTION_HANDLER": "core.errors.drf_exception_handler",
-    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
-    "DEFAULT_AUTHENTICATION_CLASSES": [],
-    "DEFAULT_PERMISSION_CLASSES": [],
-    "UNAUTHENTICATED_USER": None,
-}
-
 # The product's own settings, in one namespaced dict (read through gpt3dev.conf).
 GPT3DEV = {
     "HF_TOKEN": env_str("HF_TOKEN") or env_str("HUGGING_FACE_HUB_TOKEN"),
     "DEFAULT_DEVICE": env_choice("DEFAULT_DEVICE", "auto", ("auto", "cpu", "cuda", "mps")),
-    # What dtype "auto" means for a model on the CPU (README: "dtype, device and determinism").
+    # What dtype "auto" means for a model on the CPU (docs/models.md: "dtype, device and determinism").
     "CPU_DTYPE": env_choice("CPU_DTYPE", "float32", ("float32", "bfloat16", "int8", "int4")),
     "MAX_CONTEXT_TOKENS": env_int("MAX_CONTEXT_TOKENS", 2048, minimum=1),
     "MODEL_REGISTRY_PATH": env_str("MODEL_REGISTRY_PATH"),
@@ -186,15 +180,17 @@ GPT3DEV = {
     "MAX_RERANK_DOCUMENTS": env_int("MAX_RERANK_DOCUMENTS", 1000, minimum=1),
     "MODEL_CACHE_DIR": default_cache_dir(),
     "MAX_LOADED_MODELS": env_int("MAX_LOADED_MODELS", 4, minimum=1),
-    "MAX_BATCH_SIZE": env_int("MAX_BATCH_SIZE", 16, minimum=1),
-    "MAX_QUEUE": env_int("MAX_QUEUE", 256, minimum=1),
+    "MAX_BATCH_SIZE": env_int("MAX_BATCH_SIZE", SchedulerLimits.max_batch_size, minimum=1),
+    "MAX_QUEUE": env_int("MAX_QUEUE", SchedulerLimits.max_queue, minimum=1),
     "MAX_N": env_int("MAX_N", 16, minimum=1),
     "KV_CACHE_MEMORY": env_memory("KV_CACHE_MEMORY", "2GiB"),  # bytes, or a fraction of free memory
-    "MAX_STEP_TOKENS": env_int("MAX_STEP_TOKENS", 64, minimum=1),  # per forward while streams decode
-    "MAX_PREFILL_TOKENS": env_int("MAX_PREFILL_TOKENS", 512, minimum=1),  # per forward while none decodes
-    "ADMISSION_SKIP_SECONDS": env_int("ADMISSION_SKIP_SECONDS", 10, minimum=0),
+    # Tokens per forward while streams decode, and while none does.
+    "MAX_STEP_TOKENS": env_int("MAX_STEP_TOKENS", SchedulerLimits.max_step_tokens, minimum=1),
+    "MAX_PREFILL_TOKENS": env_int("MAX_PREFILL_TOKENS", SchedulerLimits.max_prefill_tokens, minimum=1),
+    "ADMISSION_SKIP_SECONDS": env_int("ADMISSION_SKIP_SECONDS", int(SchedulerLimits.max_skip_s), minimum=0),
     "PRELOAD_MODELS": env_list("PRELOAD_MODELS"),
-    "HF_HUB_OFFLINE": env_bool("HF_HUB_OFFLINE", False),
+    # The one offline flag of the web side (the engine library also honours the variables itself).
+    "HF_HUB_OFFLINE": env_bool("HF_HUB_OFFLINE", False) or env_bool("TRANSFORMERS_OFFLINE", False),
     "MAX_PROMPT_TOKENS": env_int("MAX_PROMPT_TOKENS", 0, minimum=0),  # 0: the context window only
     # Cheap caps checked right after the JSON is parsed, before validation and tokenising.
     "MAX_PROMPTS": env_int("MAX_PROMPTS", 256, minimum=1),  # prompts in one /v1/completions request
@@ -226,6 +222,12 @@ GPT3DEV = {
     "REQUIRE_API_KEY": env_bool("REQUIRE_API_KEY", False),
     "RATE_LIMIT_RPM": env_int("RATE_LIMIT_RPM", 0, minimum=0),  # per key; 0: unlimited
     "RATE_LIMIT_TPM": env_int("RATE_LIMIT_TPM", 0, minimum=0),
+    # Names (from API_KEYS) of the keys that may read every key's usage (stored keys: the admin box).
+    "ADMIN_KEY_NAMES": env_list("ADMIN_KEY_NAMES"),
+    # The usage ledger (see ledger/): hourly rows kept this many days.
+    "USAGE_RETENTION_DAYS": env_int("USAGE_RETENTION_DAYS", 400, minimum=1),
+    # Each process writes its pending usage sums this often (0: every request when it ends).
+    "USAGE_FLUSH_SECONDS": env_int("USAGE_FLUSH_SECONDS", 1, minimum=0),
     # Observability and shutdown.
     "ACCESS_LOG_FORMAT": env_choice("ACCESS_LOG_FORMAT", "plain", ("plain", "json", "off")),
     "ACCESS_LOG_PROMPTS": env_bool("ACCESS_LOG_PROMPTS", False),
@@ -242,6 +244,9 @@ GPT3DEV = {
     "UPSTREAM_DEFAULT_MAX_TOKENS": env_int("UPSTREAM_DEFAULT_MAX_TOKENS", 4096, minimum=1),  # TPM reservation
     "UPSTREAM_MAX_RESPONSE_BYTES": env_int("UPSTREAM_MAX_RESPONSE_BYTES", 8 * 1024 * 1024, minimum=65536),
     "PLAYGROUND_ENABLED": env_bool("PLAYGROUND_ENABLED", True),
+    # Stored /v1/responses (see responses/): kept this many days, and at most this many rows.
+    "RESPONSES_RETENTION_DAYS": env_int("RESPONSES_RETENTION_DAYS", 30, minimum=1),
+    "RESPONSES_MAX_STORED": env_int("RESPONSES_MAX_STORED", 100_000, minimum=1),
 }
 
 LOG_LEVEL = env_choice("LOG_LEVEL", "info", ("debug", "info", "warning", "error", "critical")).upper()

@@ -33,7 +33,7 @@ from core.middleware import DualModeMiddleware, is_api_path
 
 logger = logging.getLogger("gpt3dev.shutdown")
 
-_apps: list["GracefulASGI"] = []
+_apps: list[GracefulASGI] = []
 
 
 def start_draining() -> None:

@@ -19,6 +19,8 @@ urlpatterns = [
     path("v1/", include("completions.urls")),
     path("v1/", include("embeddings.urls")),
     path("v1/", include("rerank.urls")),
+    path("v1/", include("responses.urls")),
+    path("v1/", include("ledger.urls")),
     # vLLM's, Jina's and Cohere's clients also call these outside /v1/.
     path("", include("rerank.urls")),
     path("v2/rerank", rerank_views.create_rerank, name="rerank"),

@@ -19,7 +19,6 @@ from models_api.sampling import describe, seed_sampling_defaults
 from upstream.credentials import encrypt_key
 from upstream.pool import probe
 
-
 # Fields of a trust_remote_code row only a superuser may change (as the flag itself).
 REMOTE_CODE_GUARDED = ("source_type", "source", "revision", "enabled")
 # Fields of an upstream row only a superuser may change (with its key): where requests go.
@@ -107,7 +106,8 @@ class ModelEntryForm(forms.ModelForm):
 @admin.register(ModelEntry)
 class ModelEntryAdmin(admin.ModelAdmin):
     form = ModelEntryForm
-    list_display = ("model_id", "task", "is_chat", "enabled", "loaded", "source_type", "source", "dtype", "device", "origin", "updated", "try_in_playground")
+    list_display = ("model_id", "task", "is_chat", "enabled", "loaded", "source_type", "source", "dtype", "device",
+                    "origin", "updated", "try_in_playground")
     list_display_links = ("model_id",)
     list_filter = ("task", "enabled", LoadedFilter, "is_chat", "source_type", "origin")
     list_editable = ("enabled",)
@@ -265,4 +265,5 @@ class ModelEntryAdmin(admin.ModelAdmin):
                 continue
             for url in entry.upstream_urls():
                 ok, what = probe(entry, url)
-                self.message_user(request, f"{entry.model_id} at {url}: {what}", messages.SUCCESS if ok else messages.ERROR)
+                level = messages.SUCCESS if ok else messages.ERROR
+                self.message_user(request, f"{entry.model_id} at {url}: {what}", level)

@@ -17,14 +17,14 @@ if TYPE_CHECKING:  # importing the engine pulls in torch: only when first used
 
 logger = logging.getLogger("gpt3dev.models")
 
-_engine: "Engine | None" = None
+_engine: Engine | None = None
 _lock = threading.Lock()
 # Loaded models whose sampling defaults were logged: once per load, even when a preload
 # and a first request ask for the same model at the same time.
-_announced: "weakref.WeakSet" = weakref.WeakSet()
+_announced: weakref.WeakSet = weakref.WeakSet()
 
 
-def get_engine() -> "Engine":
+def get_engine() -> Engine:
     global _engine
     if _engine is None:
         from inference.constraints import GrammarLimits
@@ -61,7 +61,7 @@ def get_engine() -> "Engine":
     return _engine
 
 
-def engine_if_started() -> "Engine | None":
+def engine_if_started() -> Engine | None:
     return _engine
 
 

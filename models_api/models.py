@@ -74,7 +74,7 @@ def upstream_urls_problem(urls: list[str]) -> str | None:
         if parts.query or parts.fragment:
             return f"'{url}' has a query or fragment; give the base URL only."
         try:
-            parts.port
+            _ = parts.port  # urlsplit checks the port only when it is read
         except ValueError:
             return f"'{url}' has an invalid port."
     return None

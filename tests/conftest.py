@@ -7,6 +7,15 @@ import copy
 import pytest
 from django.conf import settings as django_settings
 
+from core import usage
+from ledger.recorder import record
+
+# In the test process the usage ledger writes each request when it ends, in the test's
+# own transaction (its batching thread would write outside it; live servers batch), so
+# it is a consumer that queries the database.
+django_settings.GPT3DEV["USAGE_FLUSH_SECONDS"] = 0
+usage.subscribe(record, database=True)
+
 
 @pytest.fixture
 def gpt3dev_settings(settings):

@@ -11,7 +11,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-APPS = ("access", "completions", "embeddings", "models_api", "playground", "rerank", "upstream")
+APPS = ("access", "completions", "embeddings", "ledger", "models_api", "playground", "rerank", "responses", "upstream")
 LAYER = {"inference": 0, "core": 1, "observability": 2, **{app: 3 for app in APPS}, "gpt3dev": 4}
 
 

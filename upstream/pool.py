@@ -80,7 +80,7 @@ class Pool:
     max_concurrency: int | None
     touched: float = field(default_factory=time.monotonic)
     _turn: itertools.count = field(default_factory=itertools.count)
-    _health_loops: "weakref.WeakSet[asyncio.AbstractEventLoop]" = field(default_factory=weakref.WeakSet)
+    _health_loops: weakref.WeakSet[asyncio.AbstractEventLoop] = field(default_factory=weakref.WeakSet)
 
     # ------------------------------------------------------------------ configuration
     def headers(self) -> dict[str, str]:
@@ -237,7 +237,7 @@ def forget_pools() -> None:
 
 
 # --------------------------------------------------------------------- the client
-_clients: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient]" = weakref.WeakKeyDictionary()
+_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = weakref.WeakKeyDictionary()
 
 
 def http_client() -> httpx.AsyncClient:

@@ -80,7 +80,8 @@ def test_pydantic_ai_output_type(live_server_url):
 
     provider = OpenAIProvider(base_url=f"{live_server_url}/v1", api_key="not-needed")
     agent = Agent(OpenAIChatModel(MODEL, provider=provider), output_type=City, retries=0)
-    result = agent.run_sync("Which city is the capital of France?", model_settings={"temperature": 0, "max_tokens": 120})
+    result = agent.run_sync("Which city is the capital of France?",
+                            model_settings={"temperature": 0, "max_tokens": 120})
     assert isinstance(result.output, City) and result.output.name and result.output.country
 
 

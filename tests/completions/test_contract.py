@@ -3,17 +3,14 @@ type, and what the generation endpoints count and report."""
 
 from __future__ import annotations
 
-import httpx
 import pytest
+
+from tests.api import assert_invalid_value, error_of, post
 
 pytestmark = [pytest.mark.e2e, pytest.mark.model]
 
 MODEL = "SmolLM2-135M-Instruct"
 CHAT = {"model": MODEL, "messages": [{"role": "user", "content": "Say hi."}]}
-
-
-def post(url: str, path: str, body: dict) -> httpx.Response:
-    return httpx.post(f"{url}{path}", json=body, timeout=120)
 
 
 @pytest.mark.parametrize("path, body", [
@@ -22,21 +19,13 @@ def post(url: str, path: str, body: dict) -> httpx.Response:
     ("/v1/embeddings", {"model": 123, "input": "hi"}),
 ])
 def test_a_number_for_model_is_400_naming_model(live_server_url, path, body):
-    response = post(live_server_url, path, body)
-    assert response.status_code == 400, response.text
-    error = response.json()["error"]
-    assert error["param"] == "model"
-    assert error["message"].startswith("Invalid value for 'model': ")
+    assert_invalid_value(error_of(post(live_server_url, path, body), 400), "model")
 
 
 @pytest.mark.parametrize("n", [0, 9, 10**6])  # the live server runs with MAX_N=8
 def test_n_errors_have_the_form_of_every_field_error(live_server_url, n):
     for path, body in (("/v1/completions", {"model": MODEL, "prompt": "hi"}), ("/v1/chat/completions", CHAT)):
-        response = post(live_server_url, path, body | {"n": n})
-        assert response.status_code == 400, response.text
-        error = response.json()["error"]
-        assert error["param"] == "n"
-        assert error["message"].startswith("Invalid value for 'n': "), error
+        assert_invalid_value(error_of(post(live_server_url, path, body | {"n": n}), 400), "n")
 
 
 # ------------------------------------------------------------------ text_offset (echo, UTF-8)
@@ -176,14 +165,16 @@ def test_eos_is_counted_the_same_by_both_endpoints_plain_and_streamed(live_serve
     assert plain["choices"][0]["finish_reason"] == "stop"
     assert content[-1]["token"] == "<|im_end|>" and "<|im_end|>" not in plain["choices"][0]["message"]["content"]
     assert plain["usage"]["completion_tokens"] == len(content)  # the EOS counted, as vLLM counts it
-    assert token_counts(streamed_usage(live_server_url, "/v1/chat/completions", chat)[-1]["usage"]) == token_counts(plain["usage"])
+    streamed = streamed_usage(live_server_url, "/v1/chat/completions", chat)
+    assert token_counts(streamed[-1]["usage"]) == token_counts(plain["usage"])
 
     text = {"model": MODEL, "prompt": RAW_CHAT, "max_tokens": 30, "temperature": 0, "logprobs": 0}
     plain_text = post(live_server_url, "/v1/completions", text).json()
     tokens = plain_text["choices"][0]["logprobs"]["tokens"]
     assert plain_text["choices"][0]["finish_reason"] == "stop" and tokens[-1] == "<|im_end|>"
     assert plain_text["usage"]["completion_tokens"] == len(tokens)
-    assert token_counts(streamed_usage(live_server_url, "/v1/completions", text)[-1]["usage"]) == token_counts(plain_text["usage"])
+    streamed = streamed_usage(live_server_url, "/v1/completions", text)
+    assert token_counts(streamed[-1]["usage"]) == token_counts(plain_text["usage"])
     # and without logprobs the count is the same
     again = post(live_server_url, "/v1/completions", text | {"logprobs": None}).json()["usage"]
     assert token_counts(again) == token_counts(plain_text["usage"])
@@ -202,7 +193,8 @@ def test_continuous_usage_stats_puts_the_usage_so_far_on_every_chunk(live_server
     assert all(u["total_tokens"] == u["prompt_tokens"] + u["completion_tokens"] for u in usages)
     counts = [u["completion_tokens"] for u in usages]
     assert counts == sorted(counts) and counts[0] < counts[-1]
-    assert frames[-1]["choices"] == [] and token_counts(usages[-1]) == token_counts(final)  # implies include_usage: the last chunk has it all
+    # implies include_usage: the last chunk has it all
+    assert frames[-1]["choices"] == [] and token_counts(usages[-1]) == token_counts(final)
     assert len(set(counts)) > 2  # it moves while the text streams, not only at the end
 
 
@@ -271,10 +263,9 @@ def test_skip_special_tokens_false_writes_them(live_server_url):
     ("chat_template_kwargs", {"enable_thinking": False}),
 ])
 def test_fields_it_does_not_do_are_refused_by_name(live_server_url, path, body, field, value):
-    response = post(live_server_url, path, body | {field: value})
-    assert response.status_code == 400, response.text
-    error = response.json()["error"]
-    assert error["param"] in (field, f"{field}[0]") and error["message"].startswith(f"Invalid value for '{error['param']}': ")
+    error = error_of(post(live_server_url, path, body | {field: value}), 400)
+    assert error["param"] in (field, f"{field}[0]")
+    assert_invalid_value(error, error["param"])
 
 
 def test_openai_bookkeeping_fields_are_accepted(live_server_url):

@@ -38,7 +38,8 @@ def test_chat_completion_answers(openai_client, live_server_url):
 
 
 def test_text_completion_answers(openai_client, live_server_url):
-    completion = openai_client.completions.create(model=MODEL, prompt="The capital of France is", temperature=0, max_tokens=5)
+    completion = openai_client.completions.create(model=MODEL, prompt="The capital of France is", temperature=0,
+                                                  max_tokens=5)
     assert "Paris" in completion.choices[0].text
     assert completion.choices[0].finish_reason == "length"
     assert completion.usage.completion_tokens == 5
@@ -210,7 +211,8 @@ def test_disconnect_cancels_generation(live_server_url):
 def test_next_chat_turn_reuses_the_cached_prefix(openai_client):
     """The second request shares the first one's long system prompt: its KV comes from
     the prefix cache, and usage says how many prompt tokens were reused."""
-    system = {"role": "system", "content": "You are a terse assistant. " + " ".join(f"Rule {i}: be brief." for i in range(20))}
+    rules = " ".join(f"Rule {i}: be brief." for i in range(20))
+    system = {"role": "system", "content": "You are a terse assistant. " + rules}
     first = openai_client.chat.completions.create(
         model=MODEL, messages=[system, {"role": "user", "content": "Name a colour."}], temperature=0, max_tokens=3)
     second = openai_client.chat.completions.create(

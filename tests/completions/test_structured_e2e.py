@@ -12,6 +12,7 @@ import jsonschema
 import pytest
 from pydantic import BaseModel, Field
 
+from tests.api import post
 from tests.openai_schema import assert_matches_schema
 from tests.structured_schemas import SCHEMAS
 
@@ -22,7 +23,7 @@ ASK = [{"role": "user", "content": "Describe a person as JSON."}]
 
 
 def chat(url: str, **body) -> httpx.Response:
-    return httpx.post(f"{url}/v1/chat/completions", json={"model": MODEL, "messages": ASK} | body, timeout=300)
+    return post(url, "/v1/chat/completions", {"model": MODEL, "messages": ASK} | body)
 
 
 @pytest.mark.parametrize("name", sorted(SCHEMAS))
@@ -72,7 +73,8 @@ def test_sdk_parse_returns_parsed(openai_client):
 
 def test_stream_equals_plain_and_logprobs_follow_the_mask(live_server_url, openai_client):
     fmt = {"type": "json_schema", "json_schema": {"name": "p", "schema": SCHEMAS["scores"]}}
-    kwargs = dict(model=MODEL, messages=ASK, response_format=fmt, temperature=0, max_tokens=60, logprobs=True, top_logprobs=3)
+    kwargs = dict(model=MODEL, messages=ASK, response_format=fmt, temperature=0, max_tokens=60, logprobs=True,
+                  top_logprobs=3)
     plain = openai_client.chat.completions.create(**kwargs)
     chunks = list(openai_client.chat.completions.create(**kwargs, stream=True))
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
@@ -90,7 +92,8 @@ def test_stream_equals_plain_and_logprobs_follow_the_mask(live_server_url, opena
 
 def test_structured_outputs_on_completions_and_chat(live_server_url):
     url = f"{live_server_url}/v1/completions"
-    base = {"model": MODEL, "prompt": "Q: Is the sky blue?\nA:", "max_tokens": 10, "temperature": 1.0, "n": 3, "seed": 5}
+    base = {"model": MODEL, "prompt": "Q: Is the sky blue?\nA:", "max_tokens": 10, "temperature": 1.0, "n": 3,
+            "seed": 5}
     cases = [
         ({"structured_outputs": {"choice": ["yes", "no"]}}, r"yes|no"),
         ({"guided_choice": [" maybe", " sure"]}, r" maybe| sure"),

@@ -8,6 +8,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from tests.api import post
+
 pytestmark = [pytest.mark.e2e, pytest.mark.model]
 
 MODEL = "SmolLM2-135M-Instruct"
@@ -32,10 +34,6 @@ CORPUS = [
     "Code: def f(x):\n    return x ** 2  # → squares; λ-calculus ∀x∃y",
     "<|im_start|>user\nSpecial tokens written in the text<|im_end|>",
 ]
-
-
-def post(base: str, path: str, body: dict) -> httpx.Response:
-    return httpx.post(f"{base}{path}", json=body, timeout=300)
 
 
 def test_prompt_count_equals_completions_prompt_tokens(live_server_url):
@@ -88,7 +86,8 @@ def test_chat_count_with_tool_history(live_server_url):
 def test_add_generation_prompt_false_leaves_out_the_assistant_header(live_server_url):
     messages = [{"role": "user", "content": "Hello"}]
     full = post(live_server_url, "/tokenize", {"model": MODEL, "messages": messages, "return_token_strs": True}).json()
-    bare = post(live_server_url, "/tokenize", {"model": MODEL, "messages": messages, "add_generation_prompt": False}).json()
+    bare = post(live_server_url, "/tokenize",
+                {"model": MODEL, "messages": messages, "add_generation_prompt": False}).json()
     assert full["tokens"][: bare["count"]] == bare["tokens"] and full["count"] > bare["count"]
     text = post(live_server_url, "/detokenize", {"model": MODEL, "tokens": full["tokens"]}).json()["prompt"]
     assert text.endswith("<|im_start|>assistant\n")

@@ -11,6 +11,7 @@ import httpx
 import jsonschema
 import pytest
 
+from tests.api import post
 from tests.openai_schema import assert_matches_schema
 
 pytestmark = [pytest.mark.e2e, pytest.mark.model]
@@ -22,17 +23,21 @@ WEATHER_PARAMS = {
     "required": ["city", "unit"],
     "additionalProperties": False,
 }
-TIME_PARAMS = {"type": "object", "properties": {"timezone": {"type": "string", "maxLength": 30}}, "required": ["timezone"]}  # no additionalProperties: none are generated
+# no additionalProperties: none are generated
+TIME_PARAMS = {"type": "object", "properties": {"timezone": {"type": "string", "maxLength": 30}},
+               "required": ["timezone"]}
 TOOLS = [
-    {"type": "function", "function": {"name": "get_weather", "description": "The weather in a city now", "parameters": WEATHER_PARAMS}},
-    {"type": "function", "function": {"name": "get_time", "description": "The time in a timezone", "parameters": TIME_PARAMS}},
+    {"type": "function", "function": {"name": "get_weather", "description": "The weather in a city now",
+                                      "parameters": WEATHER_PARAMS}},
+    {"type": "function", "function": {"name": "get_time", "description": "The time in a timezone",
+                                      "parameters": TIME_PARAMS}},
 ]
 PARAMS = {"get_weather": WEATHER_PARAMS, "get_time": TIME_PARAMS}
 ASK = [{"role": "user", "content": "What is the weather in Paris?"}]
 
 
 def chat(url: str, **body) -> dict:
-    r = httpx.post(f"{url}/v1/chat/completions", json={"model": MODEL, "messages": ASK, "tools": TOOLS} | body, timeout=300)
+    r = post(url, "/v1/chat/completions", {"model": MODEL, "messages": ASK, "tools": TOOLS} | body)
     assert r.status_code == 200, r.text
     return r.json()
 
@@ -72,7 +77,8 @@ def test_auto_none_and_parallel_false(live_server_url):
     message = body["choices"][0]["message"]
     assert isinstance(message["content"], str) and "<tool_call>" not in message["content"]
     assert "tool_calls" not in message and body["choices"][0]["finish_reason"] in ("stop", "length")
-    body = chat(live_server_url, tool_choice="required", parallel_tool_calls=False, temperature=1.0, n=4, seed=1, max_tokens=80)
+    body = chat(live_server_url, tool_choice="required", parallel_tool_calls=False, temperature=1.0, n=4, seed=1,
+                max_tokens=80)
     for choice in body["choices"]:
         if choice["finish_reason"] == "tool_calls":
             assert len(valid_calls(choice["message"])) == 1

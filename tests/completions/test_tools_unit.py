@@ -77,13 +77,15 @@ def test_generic_prompt_renders_a_round_trip():
     history = [
         {"role": "system", "content": "Be brief."},
         {"role": "user", "content": "Weather in Paris?"},
-        {"role": "assistant", "content": "", "tool_calls": [{"id": "c1", "name": "get_weather", "arguments": '{"city": "Paris"}'}]},
+        {"role": "assistant", "content": "",
+         "tool_calls": [{"id": "c1", "name": "get_weather", "arguments": '{"city": "Paris"}'}]},
         {"role": "tool", "content": "sunny", "tool_call_id": "c1"},
     ]
     out = render_messages(history, plan, template_tools=False)
     assert out[0]["role"] == "system" and out[0]["content"].startswith("Be brief.\n\nYou can call these functions:")
     assert "You must call at least one function." in out[0]["content"]
-    assert out[2] == {"role": "assistant", "content": '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'}
+    assert out[2] == {"role": "assistant",
+                      "content": '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'}
     assert out[3] == {"role": "user", "content": "<tool_response>\nsunny\n</tool_response>"}
     native = render_messages(history, plan, template_tools=True)
     assert native[2]["tool_calls"][0]["function"] == {"name": "get_weather", "arguments": {"city": "Paris"}}

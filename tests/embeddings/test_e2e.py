@@ -37,7 +37,8 @@ def test_float_and_base64_agree_and_match_schema(live_server_url):
     body = {"model": MODEL, "input": "hello world"}
     plain = httpx.post(f"{live_server_url}/v1/embeddings", json=body, timeout=60).json()
     assert_matches_schema(plain, "CreateEmbeddingResponse")
-    encoded = httpx.post(f"{live_server_url}/v1/embeddings", json=body | {"encoding_format": "base64"}, timeout=60).json()
+    encoded = httpx.post(f"{live_server_url}/v1/embeddings", json=body | {"encoding_format": "base64"},
+                         timeout=60).json()
     decoded = np.frombuffer(base64.b64decode(encoded["data"][0]["embedding"]), dtype="<f4")
     assert np.allclose(decoded, plain["data"][0]["embedding"], atol=1e-6)
 

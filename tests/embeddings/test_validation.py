@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
+from tests.api import assert_invalid_value, post_json
 from tests.openai_schema import assert_matches_schema
 
 pytestmark = pytest.mark.django_db
 
 BODY = {"model": "all-MiniLM-L6-v2", "input": "hello"}
-
-
-def post(client, body) -> tuple[int, dict]:
-    response = client.post("/v1/embeddings", data=json.dumps(body), content_type="application/json")
-    return response.status_code, response.json()
 
 
 @pytest.mark.parametrize(
@@ -34,22 +28,21 @@ def post(client, body) -> tuple[int, dict]:
     ],
 )
 def test_embedding_field_errors(client, changes, param):
-    status, body = post(client, BODY | changes)
+    status, body = post_json(client, "/v1/embeddings", BODY | changes)
     assert status == 400, body
     assert_matches_schema(body, "ErrorResponse")
-    assert body["error"]["param"] == param
-    assert body["error"]["message"].startswith(f"Invalid value for '{param}': "), body
+    assert_invalid_value(body["error"], param)
 
 
 def test_generation_model_for_embeddings_is_400(client):
-    status, body = post(client, BODY | {"model": "SmolLM2-135M-Instruct"})
+    status, body = post_json(client, "/v1/embeddings", BODY | {"model": "SmolLM2-135M-Instruct"})
     assert status == 400 and body["error"]["param"] == "model"
     assert "/v1/chat/completions" in body["error"]["message"]
 
 
 def test_disabled_backend_is_501(client, gpt3dev_settings):
     gpt3dev_settings["ENABLE_EMBEDDINGS_BACKEND"] = False
-    status, body = post(client, BODY)
+    status, body = post_json(client, "/v1/embeddings", BODY)
     assert status == 501
     assert_matches_schema(body, "ErrorResponse")
     assert "ENABLE_EMBEDDINGS_BACKEND" in body["error"]["message"]

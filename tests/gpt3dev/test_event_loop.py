@@ -22,7 +22,7 @@ import pytest
 from bench.server import resident_memory
 from tests.live_server import LiveServer
 
-pytestmark = [pytest.mark.e2e, pytest.mark.model]
+pytestmark = [pytest.mark.e2e, pytest.mark.model, pytest.mark.perf]
 
 MODEL = "SmolLM2-135M-Instruct"
 HEALTHZ_BOUND_S = 5.0  # target 0.5 s; the old code took 35-55 s
@@ -115,7 +115,8 @@ def test_large_bodies_do_not_stall_health_or_streams_and_memory_comes_back(tmp_p
         server.stop()
     gaps = streamer.gaps(burst_start, burst_end)
     normal = sorted(streamer.gaps(0, burst_start))[len(streamer.gaps(0, burst_start)) // 2]
-    print(f"\nbodies {len(big) / 1e6:.1f} MB and {len(allowed) / 1e6:.1f} MB, burst {burst_end - burst_start:.1f} s; healthz max "
+    print(f"\nbodies {len(big) / 1e6:.1f} MB and {len(allowed) / 1e6:.1f} MB, burst {burst_end - burst_start:.1f} s; "
+          f"healthz max "
           f"{max(poller.latencies):.3f} s over {len(poller.latencies)} probes; stream gap median before "
           f"{normal:.3f} s, max during {max(gaps, default=0):.3f} s; rss warm {warm_rss} MB, after {after_rss} MB")
     assert many.status_code == 400 and many.json()["error"]["param"] == "prompt", many.text

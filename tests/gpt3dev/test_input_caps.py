@@ -4,9 +4,9 @@ and each refusal is a 400 naming the field and the setting."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
+
+from tests.api import error_of, post
 
 pytestmark = pytest.mark.django_db
 
@@ -19,30 +19,25 @@ def caps(gpt3dev_settings):
     return gpt3dev_settings
 
 
-def post(client, path: str, body: dict):
-    response = client.post(path, data=json.dumps(body), content_type="application/json")
-    return response.status_code, response.json()["error"]
-
-
 def test_too_many_prompts(client, caps):
-    status, error = post(client, "/v1/completions", {"model": MODEL, "prompt": ["a", "b", "c", "d"]})
-    assert status == 400 and error["param"] == "prompt"
+    error = error_of(post(client, "/v1/completions", {"model": MODEL, "prompt": ["a", "b", "c", "d"]}), 400)
+    assert error["param"] == "prompt"
     assert error["message"] == (
         "Invalid value for 'prompt': this server accepts at most 3 prompts per request (MAX_PROMPTS), got 4."
     )
-    status, error = post(client, "/v1/completions", {"model": MODEL, "prompt": [[1], [2], [3], [4]]})
-    assert status == 400 and "MAX_PROMPTS" in error["message"]
+    error = error_of(post(client, "/v1/completions", {"model": MODEL, "prompt": [[1], [2], [3], [4]]}), 400)
+    assert "MAX_PROMPTS" in error["message"]
 
 
 def test_one_token_id_prompt_is_one_prompt(client, caps):
-    status, error = post(client, "/v1/completions", {"model": "no-such-model", "prompt": [1, 2, 3, 4, 5, 6]})
-    assert status == 404 and error["code"] == "model_not_found"  # past the caps
+    error = error_of(post(client, "/v1/completions", {"model": "no-such-model", "prompt": [1, 2, 3, 4, 5, 6]}), 404)
+    assert error["code"] == "model_not_found"  # past the caps
 
 
 def test_too_many_messages(client, caps):
     messages = [{"role": "user", "content": "hi"}] * 5
-    status, error = post(client, "/v1/chat/completions", {"model": MODEL, "messages": messages})
-    assert status == 400 and error["param"] == "messages" and "(MAX_MESSAGES), got 5" in error["message"]
+    error = error_of(post(client, "/v1/chat/completions", {"model": MODEL, "messages": messages}), 400)
+    assert error["param"] == "messages" and "(MAX_MESSAGES), got 5" in error["message"]
 
 
 @pytest.mark.parametrize(
@@ -57,12 +52,12 @@ def test_too_many_messages(client, caps):
     ],
 )
 def test_too_many_characters(client, caps, path, body, param):
-    status, error = post(client, path, {"model": MODEL} | body)
-    assert status == 400 and error["param"] == param
+    error = error_of(post(client, path, {"model": MODEL} | body), 400)
+    assert error["param"] == param
     assert "120 characters" in error["message"] or "101 characters" in error["message"]
     assert "(MAX_INPUT_CHARS)" in error["message"]
 
 
 def test_under_the_caps_goes_on_to_validation(client, caps):
-    status, error = post(client, "/v1/completions", {"model": MODEL, "prompt": ["a", "b"], "temperature": 9})
-    assert status == 400 and error["param"] == "temperature"
+    error = error_of(post(client, "/v1/completions", {"model": MODEL, "prompt": ["a", "b"], "temperature": 9}), 400)
+    assert error["param"] == "temperature"

@@ -43,5 +43,6 @@ def test_manage_check_does_not_import_torch(tmp_path):
     code = "import sys, django; django.setup(); from django.core.management import call_command; " \
            "call_command('check'); print('torch' in sys.modules)"
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "gpt3dev.settings", "GPT3DEV_VAR_DIR": str(tmp_path)}
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=120)
     assert result.stdout.strip().splitlines()[-1] == "False", result.stderr

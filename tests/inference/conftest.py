@@ -11,9 +11,9 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from inference.engine import Engine, EngineConfig  # noqa: E402
+from inference.engine import Engine, EngineConfig  # noqa: E402 - after HF_HUB_OFFLINE is set
 
-from .helpers import SMOL_SOURCE, minilm_spec, model_cache_dir, smol_spec  # noqa: E402
+from .helpers import SMOL_SOURCE, minilm_spec, model_cache_dir, smol_spec  # noqa: E402 - after HF_HUB_OFFLINE is set
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,8 @@ def model_cache_dir() -> Path:
 def smol_spec(**kw) -> ModelSpec:
     # float32: outputs must not depend on batch composition (see inference.loading.choose_dtype)
     kw.setdefault("dtype", "float32")
-    return ModelSpec(id=kw.pop("id", "smollm2"), task="text-generation", source_type="package", source=SMOL_SOURCE, **kw)
+    return ModelSpec(id=kw.pop("id", "smollm2"), task="text-generation", source_type="package", source=SMOL_SOURCE,
+                     **kw)
 
 
 def minilm_spec(**kw) -> ModelSpec:

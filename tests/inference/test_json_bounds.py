@@ -38,7 +38,8 @@ def test_number_refuses_runaway_fractions_and_keeps_ordinary_numbers(smol):
     assert {n: accepts(smol, grammar, n) for n in ORDINARY} == {n: True for n in ORDINARY}
     assert {n: accepts(smol, grammar, n) for n in RUNAWAY} == {n: False for n in RUNAWAY}
     # ... wherever the number sits, and with the schema's own bounds still in force
-    schema = {"type": "object", "properties": {"x": {"type": "number", "minimum": 0, "maximum": 100}}, "required": ["x"]}
+    schema = {"type": "object", "properties": {"x": {"type": "number", "minimum": 0, "maximum": 100}},
+              "required": ["x"]}
     grammar = grammar_of(smol, json_schema_spec(schema, param="schema"))
     assert accepts(smol, grammar, '{"x": 67.75}') and accepts(smol, grammar, '{"x": 100}')
     assert not accepts(smol, grammar, '{"x": 67.750000000000000000}')

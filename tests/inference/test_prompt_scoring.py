@@ -160,6 +160,7 @@ def test_transformers_forward_models_score_too(tmp_path_factory, smol_folder):
 
 
 @pytest.mark.model
+@pytest.mark.perf  # asserts inter-token gaps against their median
 def test_scoring_a_long_prompt_keeps_other_streams_flowing(smol):
     """The issue's check: while a long echo + logprobs prompt is scored, another
     stream's largest inter-token gap stays under 3x its median gap."""

@@ -10,6 +10,7 @@ import re
 import pytest
 
 from access.keys import create_api_key
+from tests.api import post
 
 pytestmark = pytest.mark.django_db
 
@@ -34,7 +35,7 @@ def access_lines():
 
 def chat(client, content: str, **headers):
     body = {"model": "SmolLM2-135M-Instruct", "messages": [{"role": "user", "content": content}], "temperature": 9}
-    return client.post("/v1/chat/completions", data=json.dumps(body), content_type="application/json", **headers)
+    return post(client, "/v1/chat/completions", body, **headers)
 
 
 def test_plain_line_echoes_the_request_id(client, access_lines):
@@ -87,7 +88,8 @@ def test_401_and_429_lines(client, access_lines):
 
 
 # Values a client controls: the path, the model name, X-Request-ID (refused unless sane).
-HOSTILE = ["x\nforged=1 key=admin", "a\rb", "tab\there", "\x1b[31mred\x1b[0m", "nul\x00", "del\x7f", "nel\x85", "ls\u2028"]
+HOSTILE = ["x\nforged=1 key=admin", "a\rb", "tab\there", "\x1b[31mred\x1b[0m", "nul\x00", "del\x7f", "nel\x85",
+           "ls\u2028"]
 
 
 PLAIN_FIELD = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|[^\s"]+)(?: |$)')
@@ -132,7 +134,7 @@ def test_a_forged_path_stays_on_one_quoted_line(client, access_lines, gpt3dev_se
 def test_a_hostile_model_name_cannot_forge_a_record(client, access_lines, gpt3dev_settings, fmt, model):
     gpt3dev_settings["ACCESS_LOG_FORMAT"] = fmt
     body = {"model": model, "prompt": "hi"}
-    response = client.post("/v1/completions", data=json.dumps(body), content_type="application/json")
+    response = post(client, "/v1/completions", body)
     assert response.status_code in (400, 404)  # DRF refuses a NUL; the others are unknown models
     assert len(access_lines) == 1
     line = access_lines[0]

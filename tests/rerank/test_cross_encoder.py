@@ -16,6 +16,7 @@ from access.models import RateLimitWindow
 from inference.sources import package_path
 from models_api.models import ModelEntry
 from tests.access.conftest import bearer
+from tests.api import post
 
 pytestmark = pytest.mark.django_db
 
@@ -63,10 +64,6 @@ def reference_scores(folder, query: str, documents: list[str]) -> list[float]:
     with torch.inference_mode():
         return [float(torch.sigmoid(model(**tokenizer(query, doc, return_tensors="pt")).logits[0, 0]))
                 for doc in documents]
-
-
-def post(client, path: str, body: dict, **headers):
-    return client.post(path, body, content_type="application/json", **headers)
 
 
 def test_a_rerank_row_loads_and_scores_as_the_model_does(client, reranker_row, cross_encoder_folder):
@@ -158,7 +155,8 @@ def test_caps_on_documents_and_characters(client, gpt3dev_settings):
 def test_tokenize_takes_keys_model_lists_and_rpm_but_no_tpm(client):
     while time.time() % 60 > 55:  # fixed-minute windows: not at a minute's end
         time.sleep(1)
-    principal, key = create_api_key(name="alice", allowed_models=[EMBEDDER], requests_per_minute=10, tokens_per_minute=1000)
+    principal, key = create_api_key(name="alice", allowed_models=[EMBEDDER], requests_per_minute=10,
+                                    tokens_per_minute=1000)
     assert post(client, "/tokenize", {"model": EMBEDDER, "prompt": "hi"}).status_code == 401
     hidden = post(client, "/tokenize", {"model": "SmolLM2-135M-Instruct", "prompt": "hi"}, **bearer(key))
     assert hidden.status_code == 404 and hidden.json()["error"]["code"] == "model_not_found"

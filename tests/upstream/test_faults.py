@@ -13,8 +13,9 @@ import time
 import httpx
 import pytest
 
-from tests.live_server import LiveServer, free_port
 from bench.fake_upstream import FaultServer
+from tests.api import post
+from tests.live_server import LiveServer, free_port
 
 pytestmark = [pytest.mark.e2e]
 
@@ -77,7 +78,7 @@ def events(response: httpx.Response) -> list:
 
 
 def chat(gateway: LiveServer, model: str, **extra) -> httpx.Response:
-    return httpx.post(f"{gateway.base_url}/v1/chat/completions", json=CHAT | {"model": model} | extra, timeout=30)
+    return post(gateway, "/v1/chat/completions", CHAT | {"model": model} | extra, timeout=30)
 
 
 def stream_chat(gateway: LiveServer, model: str, **extra) -> tuple[int, list]:
@@ -99,6 +100,7 @@ def content(chunks: list) -> str:
                    if isinstance(c, dict) and c.get("choices"))
 
 
+@pytest.mark.perf  # asserts a wall-clock bound
 @pytest.mark.parametrize("bad", BAD)
 def test_a_failing_server_is_passed_over_before_the_first_byte(gateway, faults, bad):
     started = time.monotonic()
@@ -125,6 +127,7 @@ def test_a_stream_cut_midway_ends_with_an_error_frame_and_done(gateway):
     assert chunks[-1] == "[DONE]"
 
 
+@pytest.mark.perf  # asserts a wall-clock bound
 def test_when_every_server_is_down_the_answer_is_a_prompt_503_with_retry_after(gateway):
     for _ in range(2):  # the first request tries both; the second finds both ejected
         started = time.monotonic()
@@ -203,7 +206,7 @@ def test_the_concurrency_cap_holds_requests_until_a_slot_frees(gateway, faults):
 
 
 def test_embeddings_pass_through(gateway, faults):
-    answer = httpx.post(f"{gateway.base_url}/v1/embeddings", json={"model": "embed", "input": "hi"}, timeout=30)
+    answer = post(gateway, "/v1/embeddings", {"model": "embed", "input": "hi"}, timeout=30)
     assert answer.status_code == 200, answer.text
     assert answer.json()["model"] == "embed"
     assert answer.json()["data"][0]["embedding"] == [0.5, 0.25]
@@ -235,6 +238,7 @@ def test_the_upstream_key_reaches_the_upstream_and_nothing_else(gateway, faults)
     assert stored and KEY not in stored and not re.search(r"7f3a9c1e5b", stored)
 
 
+@pytest.mark.perf  # asserts a wall-clock bound
 def test_a_row_that_forwards_to_itself_is_a_508_not_an_endless_loop(gateway):
     started = time.monotonic()
     answer = chat(gateway, "loop")

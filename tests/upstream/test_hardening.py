@@ -23,7 +23,7 @@ import pytest
 from bench.fake_upstream import BIG_USAGE, FaultServer
 from tests.access.test_e2e_model import start_of_a_window
 from tests.live_server import ROOT, LiveServer, free_port
-from tests.upstream.test_faults import content, events, metric
+from tests.upstream.test_faults import chat, content, events, metric
 
 pytestmark = [pytest.mark.e2e]
 
@@ -73,10 +73,6 @@ def gateway(faults, tmp_path_factory):
     server.start()
     yield server
     server.stop()
-
-
-def chat(gateway: LiveServer, model: str, **extra) -> httpx.Response:
-    return httpx.post(f"{gateway.base_url}/v1/chat/completions", json=CHAT | {"model": model} | extra, timeout=30)
 
 
 def stream(gateway: LiveServer, model: str, timeout: float = 30, **extra) -> tuple[int, list]:
@@ -145,6 +141,7 @@ def test_an_upstream_redirect_is_a_failed_server_not_an_answer(gateway):
 
 
 # ---------------------------------------------------------------- what the gateway holds
+@pytest.mark.perf  # asserts wall-clock and resident-memory bounds
 def test_a_huge_answer_is_cut_with_an_error_and_the_memory_returns(gateway, faults):
     before = memory(gateway.pid)
     started = time.monotonic()
@@ -154,7 +151,8 @@ def test_a_huge_answer_is_cut_with_an_error_and_the_memory_returns(gateway, faul
     assert error["code"] == "upstream_response_too_large" and "UPSTREAM_MAX_RESPONSE_BYTES" in error["message"]
     status, chunks = stream(gateway, "huge")
     assert status == 200 and content(chunks) == "hello"
-    assert chunks[-2]["error"]["code"] == "upstream_error" and "UPSTREAM_MAX_RESPONSE_BYTES" in chunks[-2]["error"]["message"]
+    cut = chunks[-2]["error"]
+    assert cut["code"] == "upstream_error" and "UPSTREAM_MAX_RESPONSE_BYTES" in cut["message"]
     assert chunks[-1] == "[DONE]"
     assert time.monotonic() - started < 20
     after = memory(gateway.pid)
@@ -178,6 +176,7 @@ def test_a_malformed_stream_event_ends_with_an_error_frame_and_done(gateway):
     assert "Traceback" not in gateway.log_tail(10**6)
 
 
+@pytest.mark.perf  # asserts a wall-clock bound
 def test_a_dripping_stream_is_cut_at_the_timeout_with_an_error_frame(gateway):
     started = time.monotonic()
     status, chunks = stream(gateway, "drip", timeout=20)  # a byte every 0.5 s; the row's timeout is 2 s
@@ -212,6 +211,7 @@ def slowest_healthz_during(gateway: LiveServer, work) -> tuple[float, object]:
     return slowest[0], result
 
 
+@pytest.mark.perf  # asserts a /healthz latency bound
 def test_a_huge_reported_usage_does_not_stall_the_event_loop(gateway):
     def big_usage() -> tuple[httpx.Response, tuple[int, list]]:
         return chat(gateway, "big-usage"), stream(gateway, "big-usage", stream_options={"include_usage": True})
@@ -280,7 +280,8 @@ def test_concurrent_upstream_requests_stop_at_the_keys_tokens_per_minute(gateway
     used = sum(r.json()["usage"]["total_tokens"] for r in answered)
     assert used <= 3000
     with sqlite3.connect(gateway.workdir / "own.sqlite3") as db:
-        charged = db.execute("select sum(tokens) from access_ratelimitwindow where window >= ?", (window,)).fetchone()[0]
+        charged = db.execute("select sum(tokens) from access_ratelimitwindow where window >= ?",
+                             (window,)).fetchone()[0]
     assert charged == used  # settled to the upstream's usage
 
 

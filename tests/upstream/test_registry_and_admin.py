@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 from django.core.exceptions import ValidationError
 
+from bench.fake_upstream import FaultServer
 from models_api.models import ModelEntry
 from models_api.registry_file import RegistryFileError, import_registry
 from tests.models_api.test_admin import CHANGELIST, form_data
-from bench.fake_upstream import FaultServer
 from upstream.credentials import UnreadableKey, decrypt_key, encrypt_key
 
 pytestmark = pytest.mark.django_db
