@@ -167,12 +167,13 @@ def observe_many(histogram: Any, value: float, count: int) -> None:
 
 
 class GenerationTimer:
-    """TTFT and inter-token latency of one generation, kept in its request's usage.
+    """TTFT, inter-token latency and the generated tokens of one generation.
 
     ``tokens(n)`` for each batch of tokens as it arrives (the first call is the first
-    token), ``done()`` once at the end. The token counts go into ``usage`` (the
-    services' account of what the request used); the token counters are counted from
-    that same usage when the request ends (:func:`count_usage`).
+    token), ``done()`` once at the end. The counts go into ``usage`` (the services'
+    account of what the request used); generated tokens are also counted as they come,
+    so a long generation shows in the token rate while it runs. Prompt tokens are
+    counted from the usage when the request ends (:func:`count_usage`).
     """
 
     def __init__(self, used: Usage) -> None:
@@ -196,6 +197,7 @@ class GenerationTimer:
         if count > 0:
             self.last = now
             self.used.output_tokens += count
+            COMPLETION_TOKENS.labels(self.model).inc(count)
         elif self.last is None:
             self.last = now
 
@@ -215,6 +217,7 @@ class GenerationTimer:
                 gap = (time.monotonic() - self.last) / (extra - 1)
                 observe_many(INTER_TOKEN.labels(self.model), gap, extra - 1)
             self.used.output_tokens = completion_tokens
+            COMPLETION_TOKENS.labels(self.model).inc(extra)
 
     def usage(self, prompt_tokens: int, completion_tokens: int) -> None:
         """The answer is complete and someone else counted its tokens (an upstream
@@ -227,13 +230,9 @@ class GenerationTimer:
 
 
 def count_usage(used: Usage) -> None:
-    """A request has ended: count the tokens its usage says it read and wrote."""
-    if used.model is None:
-        return
-    if used.input_tokens:
+    """A request has ended: count the prompt tokens its usage says it read."""
+    if used.model is not None and used.input_tokens:
         PROMPT_TOKENS.labels(used.model).inc(used.input_tokens)
-    if used.output_tokens:
-        COMPLETION_TOKENS.labels(used.model).inc(used.output_tokens)
 
 
 subscribe(count_usage)

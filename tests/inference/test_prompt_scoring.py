@@ -34,13 +34,21 @@ def _reference(model, ids: list[int], top: int) -> tuple[torch.Tensor, torch.Ten
 
 
 def _assert_agrees(scored, ids: list[int], reference, tol: float = 1e-4) -> None:
+    """Each position's logprobs as the reference's, to ``tol`` relative to the value (at
+    least ``tol`` absolute): a prompt read in chunks beside other rows goes through other
+    matmul shapes than the reference's one pass, so float32 results move slightly with
+    the machine (an alternative's logprob moved by 1.01e-4 on an AMD EPYC)."""
     chosen, values, indices = reference
+
+    def close(got: float, want: float) -> bool:
+        return abs(got - want) < tol * max(1.0, abs(want))
+
     assert scored[0] is None and len(scored) == len(ids)
     for pos, lp in enumerate(scored[1:]):
         assert lp.token_id == ids[pos + 1]
-        assert abs(lp.logprob - chosen[pos].item()) < tol, pos
+        assert close(lp.logprob, chosen[pos].item()), pos
         assert [a.token_id for a in lp.top] == indices[pos].tolist(), pos
-        assert max(abs(a.logprob - v) for a, v in zip(lp.top, values[pos].tolist())) < tol
+        assert all(close(a.logprob, v) for a, v in zip(lp.top, values[pos].tolist())), pos
 
 
 @pytest.mark.model
