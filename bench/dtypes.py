@@ -10,7 +10,9 @@ main server. The table gives each figure beside the main server's and their rati
 The streaming levels send mid-length prompts, so each server also answers at c=1 one
 prompt of each length in :data:`bench.prompts.PROMPT_LENGTHS` (4 to 256 tokens,
 /v1/completions), the main server too (:func:`run_prompt_lengths`): a format whose
-decode steps are slow over a short context shows up as a low ratio there.
+decode steps are slow over a short context shows up as a low ratio there. The servers
+run one after another, minutes apart; :mod:`bench.prompt_lengths` interleaves them for
+ratios a drifting machine cannot skew.
 """
 
 from __future__ import annotations

@@ -3,8 +3,9 @@
 :class:`UvicornServer` is the one launcher shared by the benchmark and the end-to-end
 tests (``tests/live_server.py``): ``manage.py migrate`` on its own database, then
 ``python -m uvicorn gpt3dev.asgi:application`` with uvicorn's default settings on a
-free port, logging to ``server.log`` in its work folder. :func:`measure_cold_start`
-times process start to first answer; :func:`resident_memory` reads the process's RSS.
+free port, logging to ``server.log`` in its work folder (and noting when each piece of
+output arrived). :func:`measure_cold_start` times process start to first answer, and the
+longest the server stayed silent meanwhile; :func:`resident_memory` reads the process's RSS.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -56,6 +58,8 @@ class UvicornServer:
         self.env.pop("DJANGO_SETTINGS_MODULE", None)
         self.process: subprocess.Popen | None = None
         self.started_at: float | None = None  # time.perf_counter() when uvicorn was spawned
+        self.output_times: list[float] = []  # time.perf_counter() of each piece of output
+        self._copier: threading.Thread | None = None
 
     @property
     def pid(self) -> int | None:
@@ -74,11 +78,27 @@ class UvicornServer:
                 "--port", str(self.port)]
 
     def launch(self) -> None:
-        """Spawn the server, its output going to ``log_path``."""
-        log = open(self.log_path, "ab")
+        """Spawn the server, its output copied to ``log_path`` by a thread that notes when
+        each piece arrived (a progress bar's redraw counts: it ends in ``\\r``, not a newline)."""
         self.started_at = time.perf_counter()
-        self.process = subprocess.Popen(self.command(), cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
-        log.close()
+        self.output_times = []
+        self.process = subprocess.Popen(self.command(), cwd=ROOT, env=self.env, stdout=subprocess.PIPE,
+                                        stderr=subprocess.STDOUT)
+        self._copier = threading.Thread(target=self._copy_output, args=(self.process.stdout,),
+                                        name="server-log", daemon=True)
+        self._copier.start()
+
+    def _copy_output(self, pipe: Any) -> None:
+        with open(self.log_path, "ab", buffering=0) as log, pipe:
+            while chunk := os.read(pipe.fileno(), 65536):
+                self.output_times.append(time.perf_counter())
+                log.write(chunk)
+
+    def longest_silence(self, until: float) -> float:
+        """The longest stretch, from launch to ``until`` (a ``time.perf_counter()``),
+        in which the server printed nothing."""
+        marks = [self.started_at or until, *(t for t in self.output_times if t < until), until]
+        return max(b - a for a, b in zip(marks, marks[1:]))
 
     def wait_healthy(self, timeout: float = 120) -> float:
         """Poll /healthz until it answers 200; return seconds since launch."""
@@ -107,6 +127,8 @@ class UvicornServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(timeout=10)
+        if self._copier is not None:
+            self._copier.join(timeout=10)
 
     def log_tail(self, chars: int = 3000) -> str:
         try:
@@ -134,12 +156,14 @@ def first_answer(base_url: str, model: str, timeout: float = 600) -> None:
 
 def measure_cold_start(server: UvicornServer, model: str, timeout: float = 600) -> dict[str, float]:
     """Launch ``server`` (already migrated) and time it: seconds to /healthz and to the
-    first completion answer, both from process start."""
+    first completion answer, both from process start, and the longest the server printed
+    nothing meanwhile (a one-time conversion should say what it is doing)."""
     server.launch()
     healthy = server.wait_healthy(timeout)
     first_answer(server.base_url, model, timeout)
-    answered = time.perf_counter() - (server.started_at or 0.0)
-    return {"healthz_s": round(healthy, 3), "first_answer_s": round(answered, 3)}
+    now = time.perf_counter()
+    return {"healthz_s": round(healthy, 3), "first_answer_s": round(now - (server.started_at or 0.0), 3),
+            "longest_silence_s": round(server.longest_silence(now), 3)}
 
 
 def resident_memory(pid: int) -> dict[str, float]:
