@@ -111,10 +111,14 @@ DATABASES = {
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    # Several server processes share one file: wait for the write lock instead of
-    # failing at once, and let readers run beside a writer.
+    # Several server processes (and the usage ledger's writer thread) share one file:
+    # wait for the write lock instead of failing at once, and let readers run beside a
+    # writer. A transaction takes the write lock when it begins (IMMEDIATE): one that
+    # began as a reader and then wrote after another connection's commit would fail at
+    # once with "database is locked", whatever the timeout (an admin save while
+    # requests were being recorded answered 500 that way).
     DATABASES["default"].setdefault("OPTIONS", {}).update(
-        {"timeout": 20, "init_command": "PRAGMA journal_mode=WAL;"}
+        {"timeout": 20, "init_command": "PRAGMA journal_mode=WAL;", "transaction_mode": "IMMEDIATE"}
     )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -7,6 +7,7 @@ import importlib.util
 from django.conf import settings
 from django.db import DatabaseError
 
+from inference.loading import is_offline
 from models_api.engine import engine_if_started
 from models_api.models import ModelEntry
 from models_api.selectors import served_entries
@@ -20,7 +21,7 @@ def entry_loadable(entry: ModelEntry) -> tuple[bool, str]:
     if entry.is_upstream:
         return upstream_health(entry)
     if entry.source_type == ModelEntry.SourceType.HUB:
-        if settings.GPT3DEV["HF_HUB_OFFLINE"]:
+        if is_offline(settings.GPT3DEV["HF_HUB_OFFLINE"]):
             return False, "a Hub repo, and HF_HUB_OFFLINE is set"
         return True, "a Hub repo (downloaded on first use)"
     try:

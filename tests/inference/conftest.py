@@ -13,7 +13,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from inference.engine import Engine, EngineConfig  # noqa: E402 - after HF_HUB_OFFLINE is set
 
-from .helpers import SMOL_SOURCE, minilm_spec, model_cache_dir, smol_spec  # noqa: E402 - after HF_HUB_OFFLINE is set
+from .helpers import FRANCE, SMOL_SOURCE, minilm_spec, model_cache_dir, smol_spec  # noqa: E402 - after HF_HUB_OFFLINE is set
 
 
 @pytest.fixture(scope="session")
@@ -38,14 +38,23 @@ def engine(cache_dir: Path):
     eng.shutdown()
 
 
-@pytest.fixture(scope="session")
+# Fetched per test: the engine keeps the loaded model (a dictionary lookup), but a test
+# that loads other rows may have evicted it (least recently used beyond
+# max_loaded_models), and a session-wide handle would then point at an unloaded model.
+@pytest.fixture
 def smol(engine: Engine, smol_folder: Path):
     return engine.generator(smol_spec())
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def minilm(engine: Engine):
     return engine.embedder(minilm_spec())
+
+
+@pytest.fixture
+def france(smol):
+    """The chat prompt of "What is the capital of France?", rendered by SmolLM2's template."""
+    return smol.render_chat(FRANCE)
 
 
 @pytest.fixture(scope="session")

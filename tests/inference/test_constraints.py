@@ -30,7 +30,7 @@ def compile_(smol, spec: GrammarSpec, timeout_s: float = 10.0):
     return run(smol.compile_grammar(spec, timeout_s=timeout_s))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def ask(smol):
     return smol.render_chat(ASK)
 

@@ -10,16 +10,11 @@ import pytest
 from inference.errors import InvalidInput
 from inference.types import GenerationRequest, SamplingParams
 
-from .helpers import assert_idle, collect, ids_of, req, run, text_of
+from .helpers import FRANCE, assert_idle, collect, ids_of, req, run, text_of
 
 pytestmark = pytest.mark.model
 
-FRANCE = [{"role": "user", "content": "What is the capital of France?"}]
 
-
-@pytest.fixture(scope="module")
-def france(smol):
-    return smol.render_chat(FRANCE)
 
 
 def test_metadata(smol):

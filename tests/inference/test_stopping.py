@@ -11,13 +11,8 @@ from .helpers import collect, ids_of, req, run, text_of
 
 pytestmark = pytest.mark.model
 
-FRANCE = [{"role": "user", "content": "What is the capital of France?"}]
 ANSWER = "The capital of France is Paris."
 
-
-@pytest.fixture(scope="module")
-def france(smol):
-    return smol.render_chat(FRANCE)
 
 
 def greedy(smol, prompt, **sampling):

@@ -23,7 +23,9 @@ def human(size: int) -> str:
 
 
 def hub_size(repo: str, revision: str | None, token: str | None) -> tuple[int | None, str]:
-    if settings.GPT3DEV["HF_HUB_OFFLINE"]:
+    from inference.loading import is_offline
+
+    if is_offline(settings.GPT3DEV["HF_HUB_OFFLINE"]):
         return None, "offline (HF_HUB_OFFLINE is set): the Hub cannot be asked"
     from huggingface_hub import HfApi
     from huggingface_hub.errors import HfHubHTTPError
