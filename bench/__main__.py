@@ -219,7 +219,8 @@ def ensure_model_cached(args: argparse.Namespace) -> None:
     source = raw.DEFAULT_SOURCES.get(args.model)
     if source is None:
         return
-    from inference.loading import is_offline, resolve_model_folder
+    from inference.loading import resolve_model_folder
+    from inference.sources import is_offline
     from inference.types import ModelSpec
 
     spec = ModelSpec(id=args.model, task="text-generation", source_type=source[0], source=source[1])  # type: ignore[arg-type]

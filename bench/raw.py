@@ -70,7 +70,8 @@ def load_raw_model(
     import torch
     from transformers import AutoTokenizer
 
-    from inference.loading import choose_device, is_offline, load_causal_lm, resolve_model_folder, weight_format
+    from inference.loading import choose_device, load_causal_lm, resolve_model_folder, weight_format
+    from inference.sources import is_offline
     from inference.types import ModelSpec
 
     if source:

@@ -22,10 +22,11 @@ from .constraints import GrammarLimits
 from .embeddings import Embedder, EmbeddingResult
 from .errors import ModelUnavailable
 from .generator import TextGenerator
-from .loading import choose_device, choose_dtype, is_offline, load_causal_lm, resolve_model_folder, weight_scheme
+from .loading import choose_device, choose_dtype, load_causal_lm, resolve_model_folder, weight_scheme
 from .memory import budget_bytes, give_back_freed_memory
 from .rerank import CrossEncoder
 from .scheduling_policy import SchedulerLimits
+from .sources import is_offline
 from .types import ModelSpec
 
 __all__ = ["Engine", "EngineConfig", "TextGenerator", "Embedder", "EmbeddingResult", "CrossEncoder"]

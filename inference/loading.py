@@ -43,12 +43,6 @@ _CONVERSION_VERSION = "2"
 _COMPLETE_MARKER = "gpt3dev-conversion.json"
 
 
-def is_offline(config_offline: bool) -> bool:
-    """Offline if the engine config says so or HF_HUB_OFFLINE/TRANSFORMERS_OFFLINE is truthy."""
-    env = os.environ.get("HF_HUB_OFFLINE", "") or os.environ.get("TRANSFORMERS_OFFLINE", "")
-    return config_offline or env.strip().lower() in {"1", "true", "yes", "on"}
-
-
 def choose_device(requested: str, default_device: str = "auto") -> torch.device:
     """'auto' means the engine default; if that is 'auto' too: cuda, then mps, then cpu."""
     name = requested if requested != "auto" else default_device

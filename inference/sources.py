@@ -18,6 +18,14 @@ def default_cache_dir() -> Path:
     return Path(value or Path.home() / ".cache" / "gpt3dev" / "models").expanduser()
 
 
+def is_offline(config_offline: bool) -> bool:
+    """Offline if the configuration says so or HF_HUB_OFFLINE/TRANSFORMERS_OFFLINE is
+    truthy in the environment: the one reading of the flag, for the engine, the
+    readiness probe and the management commands."""
+    env = os.environ.get("HF_HUB_OFFLINE", "") or os.environ.get("TRANSFORMERS_OFFLINE", "")
+    return config_offline or env.strip().lower() in {"1", "true", "yes", "on"}
+
+
 class SourceError(ValueError):
     """The source does not point at anything that exists here."""
 

@@ -7,7 +7,7 @@ import importlib.util
 from django.conf import settings
 from django.db import DatabaseError
 
-from inference.loading import is_offline
+from inference.sources import is_offline
 from models_api.engine import engine_if_started
 from models_api.models import ModelEntry
 from models_api.selectors import served_entries

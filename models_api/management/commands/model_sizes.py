@@ -23,7 +23,7 @@ def human(size: int) -> str:
 
 
 def hub_size(repo: str, revision: str | None, token: str | None) -> tuple[int | None, str]:
-    from inference.loading import is_offline
+    from inference.sources import is_offline
 
     if is_offline(settings.GPT3DEV["HF_HUB_OFFLINE"]):
         return None, "offline (HF_HUB_OFFLINE is set): the Hub cannot be asked"
