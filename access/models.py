@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.core.validators import MinValueValidator
 from django.db import IntegrityError, models, transaction
+from django.db.models import F
 from django.utils import timezone
 
 
@@ -90,3 +91,20 @@ class RateLimitWindow(models.Model):
         except IntegrityError:  # another process opened this window first
             return
         cls.objects.filter(bucket=bucket, window__lt=window - keep).delete()
+
+    @classmethod
+    def settle(cls, bucket: str, reserved_in: int, reserved: int, window: int, used: int, keep: int) -> None:
+        """Replace ``reserved`` tokens held in window ``reserved_in`` with the ``used``
+        tokens of the answer, charged to ``window`` (the one it ended in): the settling of
+        both the per-minute limits and the daily and monthly quotas."""
+        if window == reserved_in:
+            if used != reserved:
+                if not reserved:  # nothing was held, so the row may not exist yet
+                    cls.ensure(bucket, window, keep)
+                cls.objects.filter(bucket=bucket, window=window).update(tokens=F("tokens") + (used - reserved))
+            return
+        if reserved:
+            cls.objects.filter(bucket=bucket, window=reserved_in).update(tokens=F("tokens") - reserved)
+        if used:
+            cls.ensure(bucket, window, keep)
+            cls.objects.filter(bucket=bucket, window=window).update(tokens=F("tokens") + used)

@@ -138,22 +138,12 @@ def settle(state: QuotaState, used: int) -> None:
     moment = now()
     for period in state.periods:
         bucket = period.bucket(state.principal)
-        window, _ = period_of(period.kind, moment)
+        window, resets = period_of(period.kind, moment)
+        RateLimitWindow.settle(bucket, period.window, period.reserved, window, used, KEEP_PERIODS)
         if window == period.window:
-            delta = used - period.reserved
-            if delta:
-                RateLimitWindow.ensure(bucket, window, KEEP_PERIODS)
-                RateLimitWindow.objects.filter(bucket=bucket, window=window).update(tokens=F("tokens") + delta)
-            period.used += delta
+            period.used += used - period.reserved
         else:
-            if period.reserved:
-                RateLimitWindow.objects.filter(bucket=bucket, window=period.window).update(
-                    tokens=F("tokens") - period.reserved
-                )
-            if used:
-                RateLimitWindow.ensure(bucket, window, KEEP_PERIODS)
-                RateLimitWindow.objects.filter(bucket=bucket, window=window).update(tokens=F("tokens") + used)
-            period.window, period.resets = window, period_of(period.kind, moment)[1]
+            period.window, period.resets = window, resets
             period.used = _used(bucket, window)
         period.reserved = used
 

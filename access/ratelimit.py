@@ -134,21 +134,9 @@ def settle_tokens(state: LimitState, used: int | None) -> None:
     because the client went away)."""
     if not state.principal.tokens_per_minute or used is None:
         return
-    bucket, now = state.principal.bucket, current_window()
-    if now == state.window:
-        delta = used - state.reserved
-        if delta:
-            RateLimitWindow.objects.filter(bucket=bucket, window=now).update(tokens=F("tokens") + delta)
-    else:
-        if state.reserved:
-            RateLimitWindow.objects.filter(bucket=bucket, window=state.window).update(
-                tokens=F("tokens") - state.reserved
-            )
-        if used:
-            RateLimitWindow.ensure(bucket, now, KEEP_WINDOWS)
-            RateLimitWindow.objects.filter(bucket=bucket, window=now).update(tokens=F("tokens") + used)
-        state.window = now
-    state.reserved = used
+    now = current_window()
+    RateLimitWindow.settle(state.principal.bucket, state.window, state.reserved, now, used, KEEP_WINDOWS)
+    state.window, state.reserved = now, used
 
 
 def _duration(seconds: float) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -185,7 +186,7 @@ async def open_plan(plan: Plan, *, param: str = "prompt") -> list[PrimedStream]:
 
 
 # ----------------------------------------------------------------------------- serving
-class Serving:
+class Serving(ABC):
     """One OpenAI endpoint over the engine. Subclasses set the names and shapes."""
 
     object: str  # the answer's "object"
@@ -195,11 +196,13 @@ class Serving:
     upstream_path: str  # where an upstream row's server serves the same endpoint
     serializer_class: type  # the request's DRF serializer
 
+    @abstractmethod
     async def plan(self, data: dict[str, Any], entry: ModelEntry, used: Usage) -> Plan:
-        raise NotImplementedError
+        """The validated request read into a :class:`Plan` (prompt, sampling, grammar)."""
 
+    @abstractmethod
     def choice(self, plan: Plan, index: int, result: SequenceResult, echo: Any) -> dict[str, Any]:
-        raise NotImplementedError
+        """One finished sequence as a choice of the JSON answer."""
 
     def new_id(self) -> str:
         return f"{self.id_prefix}-{uuid.uuid4().hex}"
@@ -299,10 +302,10 @@ class Serving:
         """``(choice index, body, finish_reason)`` sent before the engine's first delta."""
         return iter(())
 
+    @abstractmethod
     def delta_chunks(self, plan: Plan, state: ChoiceStream,
                      delta: SequenceDelta) -> list[tuple[dict[str, Any], str | None]]:
         """The chunk bodies (and finish reasons) one engine delta of a choice becomes."""
-        raise NotImplementedError
 
     def new_choice_stream(self, plan: Plan, index: int, echo: Any) -> ChoiceStream:
         return ChoiceStream(index)
