@@ -37,6 +37,24 @@ class RequestResult:
     prompt_tokens: int | None = None
     usage_reported: bool = False
     error: str | None = None
+    _last: float = field(default=0.0, repr=False)  # when the latest text arrived
+
+    def text_arrived(self, now: float) -> None:
+        """A piece of answer text arrived at ``now`` (``time.perf_counter()``): the first
+        sets TTFT, each later one adds an inter-token gap."""
+        if self.ttft_s is None:
+            self.ttft_s = now - self.start
+        else:
+            self.itl_s.append(now - self._last)
+        self._last = now
+
+    def finish(self) -> None:
+        """The request is over: its end-to-end time, and ok when it ended without an
+        error and with tokens."""
+        self.e2e_s = time.perf_counter() - self.start
+        self.ok = self.error is None and self.output_tokens > 0
+        if self.error is None and not self.ok:
+            self.error = "no tokens"
 
     @property
     def tpot_s(self) -> float | None:
@@ -81,7 +99,6 @@ async def stream_request(client: httpx.AsyncClient, url: str, body: dict[str, An
     """Send one streaming request and time its chunks."""
     start = time.perf_counter()
     result = RequestResult(ok=False, start=start)
-    last: float | None = None
     chunks = 0
     done = False  # saw data: [DONE], or (servers that omit it) a finish_reason
     try:
@@ -89,7 +106,7 @@ async def stream_request(client: httpx.AsyncClient, url: str, body: dict[str, An
             if response.status_code != 200:
                 await response.aread()
                 result.error = f"HTTP {response.status_code}: {response.text[:200]}"
-                result.e2e_s = time.perf_counter() - start
+                result.finish()
                 return result
             async for line in response.aiter_lines():
                 if not line.startswith("data:"):
@@ -105,11 +122,7 @@ async def stream_request(client: httpx.AsyncClient, url: str, body: dict[str, An
                     break
                 if _chunk_text(chunk):
                     chunks += 1
-                    if result.ttft_s is None:
-                        result.ttft_s = now - start
-                    else:
-                        result.itl_s.append(now - last)  # type: ignore[operator]
-                    last = now
+                    result.text_arrived(now)
                 if any(c.get("finish_reason") for c in chunk.get("choices") or []):
                     done = True
                 usage = chunk.get("usage")
@@ -119,14 +132,11 @@ async def stream_request(client: httpx.AsyncClient, url: str, body: dict[str, An
                     result.prompt_tokens = usage.get("prompt_tokens")
     except (httpx.HTTPError, ValueError) as exc:
         result.error = f"{type(exc).__name__}: {exc}"
-    result.e2e_s = time.perf_counter() - start
     if not result.usage_reported:
         result.output_tokens = chunks
     if result.error is None and not done:
         result.error = "the stream ended without a finish_reason or data: [DONE]"
-    result.ok = result.error is None and result.output_tokens > 0
-    if result.error is None and not result.ok:
-        result.error = "no tokens"
+    result.finish()
     return result
 
 

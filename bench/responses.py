@@ -33,13 +33,12 @@ async def stream_response(client: httpx.AsyncClient, url: str, body: dict[str, A
     """One streamed response, timed."""
     start = time.perf_counter()
     result = RequestResult(ok=False, start=start)
-    last: float | None = None
     try:
         async with client.stream("POST", url, json=body) as response:
             if response.status_code != 200:
                 await response.aread()
                 result.error = f"HTTP {response.status_code}: {response.text[:200]}"
-                result.e2e_s = time.perf_counter() - start
+                result.finish()
                 return result
             async for line in response.aiter_lines():
                 if not line.startswith("data:"):
@@ -48,11 +47,7 @@ async def stream_response(client: httpx.AsyncClient, url: str, body: dict[str, A
                 event = json.loads(line[5:].strip())
                 kind = event.get("type")
                 if kind == "response.output_text.delta" and event.get("delta"):
-                    if result.ttft_s is None:
-                        result.ttft_s = now - start
-                    else:
-                        result.itl_s.append(now - last)  # type: ignore[operator]
-                    last = now
+                    result.text_arrived(now)
                 elif kind in FINAL_EVENTS:
                     usage = event["response"].get("usage") or {}
                     result.usage_reported = bool(usage)
@@ -65,10 +60,7 @@ async def stream_response(client: httpx.AsyncClient, url: str, body: dict[str, A
                 result.error = "the stream ended without a final response event"
     except (httpx.HTTPError, ValueError, KeyError) as exc:
         result.error = f"{type(exc).__name__}: {exc}"
-    result.e2e_s = time.perf_counter() - start
-    result.ok = result.error is None and result.output_tokens > 0
-    if result.error is None and not result.ok:
-        result.error = "no tokens"
+    result.finish()
     return result
 
 
