@@ -5,6 +5,7 @@ OpenAI Agents SDK (its default model is the Responses one), LangChain's ChatOpen
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -20,12 +21,18 @@ pytestmark = [pytest.mark.e2e, pytest.mark.model]
 CODEX = ROOT / ".venv" / "codex" / "node_modules" / ".bin" / "codex"
 
 
-def set_default_max_tokens(server, value: int | None) -> None:
-    """The model row's max_tokens default, set in the server's database (read per request)."""
-    code = ("from models_api.models import ModelEntry; "
-            f"ModelEntry.objects.filter(model_id={MODEL!r}).update(default_max_tokens={value!r})")
-    subprocess.run([sys.executable, "manage.py", "shell", "-c", code], cwd=ROOT, env=server.server.env,
-                   check=True, capture_output=True, timeout=120)
+def set_row_defaults(server, **defaults) -> dict:
+    """Set the model row's sampling defaults in the server's database (read per request);
+    returns the values they replaced, to put back."""
+    columns = {f"default_{name}": value for name, value in defaults.items()}
+    code = ("import json; from models_api.models import ModelEntry; "
+            f"rows = ModelEntry.objects.filter(model_id={MODEL!r}); "
+            f"print(json.dumps(rows.values({', '.join(map(repr, columns))}).get())); "
+            f"rows.update(**{columns!r})")
+    done = subprocess.run([sys.executable, "manage.py", "shell", "-c", code], cwd=ROOT, env=server.server.env,
+                          check=True, capture_output=True, text=True, timeout=120)
+    before = json.loads(done.stdout.strip().splitlines()[-1])
+    return {name.removeprefix("default_"): value for name, value in before.items()}
 
 
 def test_agents_sdk_runs_an_agent_that_calls_a_function_tool(responses_server):
@@ -109,16 +116,19 @@ def test_codex_exec_says_hi(responses_server, tmp_path):
     work = tmp_path / "work"
     work.mkdir()
     env = {**os.environ, "CODEX_HOME": str(home), "GPT3DEV_API_KEY": ALICE, "NO_COLOR": "1"}
-    # Codex sends no max_output_tokens: the registry row's default bounds each turn (a CPU is
-    # slow), and Codex fails a turn that ends incomplete, so the bound leaves room for a reply.
-    set_default_max_tokens(responses_server, 64)
+    # Codex sends no max_output_tokens nor temperature: the registry row's defaults bound each
+    # turn (a CPU is slow). Codex fails a turn that ends incomplete, so the bound leaves room for
+    # a reply (a 45-token greeting here), and greedy decoding with a repetition penalty keeps the
+    # small model from sampling its way into a loop ("I'm a new one. I'm a new one. ..." ran past
+    # 64 tokens at the row's own temperature of 0.2).
+    before = set_row_defaults(responses_server, max_tokens=96, temperature=0.0, repetition_penalty=1.2)
     try:
         result = subprocess.run(
             [str(CODEX), "exec", "--skip-git-repo-check", "--sandbox", "read-only", "-C", str(work), "Say hi"],
             env=env, capture_output=True, text=True, timeout=1500, stdin=subprocess.DEVNULL,
         )
     finally:
-        set_default_max_tokens(responses_server, None)
+        set_row_defaults(responses_server, **before)
     log = Path(responses_server.server.log_path).read_text(errors="replace")
     assert result.returncode == 0, f"stdout:\n{result.stdout[-3000:]}\nstderr:\n{result.stderr[-3000:]}\n{log[-2000:]}"
     assert "path=/v1/responses" in log  # the access log: Codex really called this server
