@@ -266,7 +266,7 @@ def test_concurrent_upstream_requests_stop_at_the_keys_tokens_per_minute(gateway
     def one() -> None:
         results.append(httpx.post(f"{gateway.base_url}/v1/chat/completions", json=body, headers=auth, timeout=30))
 
-    window = start_of_a_window()
+    window = start_of_a_window(room=15)  # five answers of a fake upstream, each in milliseconds
     threads = [threading.Thread(target=one) for _ in range(5)]
     for thread in threads:
         thread.start()
