@@ -6,10 +6,12 @@ registry dtypes, loaded the way the engine loads them, from ``MODEL_CACHE_DIR`` 
 ``--cache-dir``), the engine's own forward is built over a KV pool, and for each
 context length a prompt of that many tokens is read into the pool. A decode step is
 then one token at the position after it, with the same greedy head and arg-max the
-scheduler uses. The steps of all formats and lengths are interleaved (every
-configuration once per round, rounds repeated), so a busy machine slows them alike and
-the medians stay comparable. One round under ``torch.profiler`` gives each
-configuration's top operators by self CPU time.
+scheduler uses; with ``--batch N``, N rows each holding that prompt in blocks of their
+own decode together (the step the scheduler runs for N streams). The steps of all
+formats and lengths are interleaved (every configuration once per round, rounds
+repeated), so a busy machine slows them alike and the medians stay comparable. One
+round under ``torch.profiler`` gives each configuration's top operators by self CPU
+time.
 
 Only the step is measured: the HTTP layer, the scheduler's bookkeeping and sampling
 are not (``python -m bench`` covers those).
@@ -33,7 +35,7 @@ TEXT = Path(__file__).with_name("data") / "eval_text.txt"
 class Case:
     """One loaded format: the model, its runner and a KV pool with room for every context."""
 
-    def __init__(self, fmt: str, source: str, cache_dir: Path, longest: int) -> None:
+    def __init__(self, fmt: str, source: str, cache_dir: Path, longest: int, batch: int = 1) -> None:
         from inference.kvcache import KVPool, pool_shape_of
         from inference.loading import load_causal_lm, resolve_model_folder
         from inference.paged_attention import register
@@ -52,29 +54,32 @@ class Case:
         self.block = 16
         blocks = -(-(longest + 2) // self.block)
         shape = pool_shape_of(self.model.config, activation_dtype(self.model))
-        self.pool = KVPool(shape, num_blocks=blocks, block_size=self.block, device=torch.device("cpu"))
-        self.table = list(range(blocks))
+        self.pool = KVPool(shape, num_blocks=blocks * batch, block_size=self.block, device=torch.device("cpu"))
+        self.tables = [list(range(row * blocks, (row + 1) * blocks)) for row in range(batch)]
 
-    def _plan(self, held: int, new: int) -> Any:
+    def _plan(self, tables: list[list[int]], held: int, new: int) -> Any:
         from inference.paged_attention import build_plan
 
-        return build_plan(self.pool.keys, self.pool.values, self.block, [(self.table, held, new)])
+        return build_plan(self.pool.keys, self.pool.values, self.block, [(table, held, new) for table in tables])
 
     def prefill(self, ids: list[int]) -> int:
-        """Read ``ids`` into the pool; the greedy next token."""
+        """Read ``ids`` into every row's blocks; the greedy next token."""
         from inference.runner import step_logits
 
-        logits = step_logits(self.model, self.runner, ids, list(range(len(ids))), self._plan(0, len(ids)),
-                             [len(ids) - 1], torch.device("cpu"))
+        for table in self.tables:
+            logits = step_logits(self.model, self.runner, ids, list(range(len(ids))), self._plan([table], 0, len(ids)),
+                                 [len(ids) - 1], torch.device("cpu"))
         return int(logits[0].argmax())
 
     def step(self, token: int, position: int) -> int:
-        """One decode step at ``position`` (the pool holds ``position`` tokens before it;
-        the step rewrites the same slot each time, so repeated steps see the same context)."""
+        """One decode step of every row at ``position`` (the pool holds ``position`` tokens
+        before it; the step rewrites the same slot each time, so repeated steps see the
+        same context)."""
         from inference.runner import step_logits
 
-        logits = step_logits(self.model, self.runner, [token], [position], self._plan(position, 1), [0],
-                             torch.device("cpu"))
+        rows = len(self.tables)
+        logits = step_logits(self.model, self.runner, [token] * rows, [position] * rows,
+                             self._plan(self.tables, position, 1), list(range(rows)), torch.device("cpu"))
         return int(logits[0].argmax())
 
 
@@ -100,7 +105,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     lengths = sorted(args.contexts)
     spec = ModelSpec(id="profile", task="text-generation", source_type="package", source=args.source)
     tokenizer = AutoTokenizer.from_pretrained(str(resolve_model_folder(spec, cache_dir, offline=True)))
-    cases = {fmt: Case(fmt, args.source, cache_dir, lengths[-1]) for fmt in args.formats}
+    cases = {fmt: Case(fmt, args.source, cache_dir, lengths[-1], args.batch) for fmt in args.formats}
     # Per (format, length): the prompt read once, then the decode step's input token.
     state: dict[tuple[str, int], int] = {}
     for fmt, case in cases.items():
@@ -133,7 +138,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         ms = times[fmt, n]
         rows.append({"format": fmt, "context": n, "ms_median": round(statistics.median(ms), 3),
                      "ms_min": round(min(ms), 3), "steps": len(ms), "top_ops": profiles[fmt, n]})
-    return {"threads": torch.get_num_threads(), "cpu": _cpu_name(), "rows": rows}
+    return {"threads": torch.get_num_threads(), "cpu": _cpu_name(), "batch": args.batch, "rows": rows}
 
 
 def _cpu_name() -> str:
@@ -150,7 +155,8 @@ def render(result: dict[str, Any]) -> str:
     formats = list(dict.fromkeys(r["format"] for r in result["rows"]))
     lengths = sorted({r["context"] for r in result["rows"]})
     by = {(r["format"], r["context"]): r for r in result["rows"]}
-    lines = [f"decode step, median ms ({result['cpu']}, {result['threads']} threads)",
+    batch, cpu, threads = result.get("batch", 1), result["cpu"], result["threads"]
+    lines = [f"decode step of {batch} row(s), median ms ({cpu}, {threads} threads)",
              "| context | " + " | ".join(formats) + " | " + " | ".join(f"float32/{f}" for f in formats[1:]) + " |",
              "|---" * (1 + 2 * len(formats) - 1) + "|"]
     for n in lengths:
@@ -168,6 +174,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.profile_step", description=__doc__.split("\n\n")[0])
     parser.add_argument("--formats", type=lambda s: s.split(","), default=["float32", "int8", "int4"])
     parser.add_argument("--contexts", type=lambda s: [int(x) for x in s.split(",")], default=[4, 16, 64, 256])
+    parser.add_argument("--batch", type=int, default=1, help="rows decoding together in the step")
     parser.add_argument("--rounds", type=int, default=30, help="timed steps per configuration (interleaved)")
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--profiled-steps", type=int, default=5)

@@ -35,7 +35,12 @@ class PackedLinear(nn.Module):
         self.register_buffer("bias", None if bias is None else bias.detach())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.numel() == x.shape[-1]:
+        return self.rows(x.reshape(-1, self.in_features)).reshape(*x.shape[:-1], self.out_features)
+
+    def rows(self, x: torch.Tensor) -> torch.Tensor:
+        """``F.linear`` of ``x`` ``[rows, in]`` (the engine's own forward calls this, with
+        no reshaping around it)."""
+        if x.shape[0] == 1:
             # One row: on AVX-512 machines oneDNN takes a kernel for a lone row whose
             # rounding differs from the one for two or more (seen on an Intel Xeon with a
             # 1536-wide input; not on AMD), so a greedy answer would depend on the batch.
@@ -43,10 +48,18 @@ class PackedLinear(nn.Module):
             # The pair is a stride-0 view, not a copy: on an Intel Xeon (AVX-512) about 10
             # microseconds less a call than repeat(2, 1), with the same numbers as a row of
             # a batch of 2 to 100 (checked for each of SmolLM2's and MiniLM's shapes).
-            pair = x.reshape(1, -1).expand(2, -1)
-            out = torch.ops.mkldnn._linear_pointwise(pair, self.packed, self.bias, "none", [], "")
-            return out[:1].reshape(*x.shape[:-1], self.out_features)
+            return torch.ops.mkldnn._linear_pointwise(x.expand(2, -1), self.packed, self.bias, "none", [], "")[:1]
         return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
+
+    def add_rows(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        """``residual + F.linear(x)`` for ``[rows, in]`` and ``[rows, out]``, the sum done by
+        oneDNN as part of the product: the same numbers as the two ops (float32 addition
+        is commutative), one op and one intermediate fewer."""
+        if x.shape[0] == 1:  # as in rows()
+            pair = torch.ops.mkldnn._linear_pointwise.binary(x.expand(2, -1), residual.expand(2, -1), self.packed,
+                                                               self.bias, "add")
+            return pair[:1]
+        return torch.ops.mkldnn._linear_pointwise.binary(x, residual, self.packed, self.bias, "add")
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, oneDNN-packed"

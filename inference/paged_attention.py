@@ -92,42 +92,54 @@ def paged_attention(module: Any, query: torch.Tensor, key: torch.Tensor, value: 
     kv_heads, T, D]``; returns ``[1, T, heads, D]``."""
     if kv_plan is None:
         return _plain_causal(query, key, value, attention_mask, scaling)
-    layer = module.layer_idx
-    pool_k, pool_v = kv_plan.keys[layer], kv_plan.values[layer]
-    pool_k.index_copy_(1, kv_plan.write_slots, key[0].to(pool_k.dtype))
-    pool_v.index_copy_(1, kv_plan.write_slots, value[0].to(pool_v.dtype))
-    heads, dim = query.shape[1], query.shape[3]
+    heads, tokens, dim = query.shape[1:]
+    out = attend(kv_plan, module.layer_idx, query[0].transpose(0, 1), key[0].transpose(0, 1),
+                 value[0].transpose(0, 1), scaling)
+    return out.view(1, tokens, heads, dim), None
+
+
+def attend(plan: StepPlan, layer: int, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+           scaling: float | None) -> torch.Tensor:
+    """One layer's attention over the pool: ``query`` ``[T, heads, D]`` and the new keys
+    and values ``[T, kv_heads, D]`` of the step's tokens; returns ``[T, heads * D]``
+    (the layout the output projection reads; the engine's own forward calls this
+    directly, transformers' through :func:`paged_attention`)."""
+    pool_k, pool_v = plan.keys[layer], plan.values[layer]
+    pool_k.index_copy_(1, plan.write_slots, key.transpose(0, 1).to(pool_k.dtype))
+    pool_v.index_copy_(1, plan.write_slots, value.transpose(0, 1).to(pool_v.dtype))
+    heads, dim = query.shape[1], query.shape[2]
     kv_heads = pool_k.shape[0]
     group = heads // kv_heads
     k_gathered = v_gathered = None
-    if kv_plan.gather_blocks is not None:
-        by_block = (kv_heads, -1, kv_plan.block_size, dim)
-        k_gathered = pool_k.view(by_block).index_select(1, kv_plan.gather_blocks).view(kv_heads, -1, dim)
-        v_gathered = pool_v.view(by_block).index_select(1, kv_plan.gather_blocks).view(kv_heads, -1, dim)
+    if plan.gather_blocks is not None:
+        by_block = (kv_heads, -1, plan.block_size, dim)
+        k_gathered = pool_k.view(by_block).index_select(1, plan.gather_blocks).view(kv_heads, -1, dim)
+        v_gathered = pool_v.view(by_block).index_select(1, plan.gather_blocks).view(kv_heads, -1, dim)
     outs = []
-    for span in kv_plan.rows:
-        q = query[0, :, span.q_start : span.q_start + span.q_len]  # [heads, q, D]
-        # Fold the group's query heads into the query length: [kv_heads, group*q, D].
-        q = q.reshape(kv_heads, group * span.q_len, dim)
+    for span in plan.rows:
         k_src, v_src = (pool_k, pool_v) if span.in_pool else (k_gathered, v_gathered)
-        k = k_src[:, span.kv_start : span.kv_start + span.kv_len]
-        v = v_src[:, span.kv_start : span.kv_start + span.kv_len]
+        k = k_src[None, :, span.kv_start : span.kv_start + span.kv_len]  # [1, kv_heads, L, D]
+        v = v_src[None, :, span.kv_start : span.kv_start + span.kv_len]
         # 4-D inputs ([1, heads, L, D]) let SDPA take its fused CPU kernel; 3-D ones fall
         # back to the unfused path (twice the time for a masked chunk over a long context).
         if span.q_len == 1:
-            o = F.scaled_dot_product_attention(q[None], k[None], v[None], scale=scaling)
-        elif span.mask is None:
+            # The group's query heads folded into the query length: [1, kv_heads, group, D],
+            # so grouped-query models need no repeated keys.
+            q = query[span.q_start].reshape(1, kv_heads, group, dim)
+            o = F.scaled_dot_product_attention(q, k, v, scale=scaling)
+            outs.append(o.reshape(1, heads * dim))
+            continue
+        q = query[span.q_start : span.q_start + span.q_len].transpose(0, 1)  # [heads, q, D]
+        if span.mask is None:
             # A whole prompt at once: plain causal, per folded head group.
-            o = F.scaled_dot_product_attention(
-                q.view(1, kv_heads * group, span.q_len, dim), _rep(k, group)[None], _rep(v, group)[None],
-                is_causal=True, scale=scaling,
-            )
+            o = F.scaled_dot_product_attention(q[None], _rep(k[0], group)[None], _rep(v[0], group)[None],
+                                               is_causal=True, scale=scaling)
         else:
+            q = q.reshape(1, kv_heads, group * span.q_len, dim)
             mask = span.mask.repeat(group, 1)[None, None]
-            o = F.scaled_dot_product_attention(q[None], k[None], v[None], attn_mask=mask, scale=scaling)
-        outs.append(o.reshape(heads, span.q_len, dim))
-    out = torch.cat(outs, dim=1) if len(outs) > 1 else outs[0]
-    return out.transpose(0, 1).unsqueeze(0), None
+            o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scaling)
+        outs.append(o.reshape(heads, span.q_len, dim).transpose(0, 1).reshape(span.q_len, heads * dim))
+    return torch.cat(outs) if len(outs) > 1 else outs[0]
 
 
 def _rep(x: torch.Tensor, group: int) -> torch.Tensor:

@@ -12,7 +12,8 @@ directly:
   them, so no weight is held twice and transformers' own forward still works);
 * the rotary embedding turns queries and keys in one go (elementwise, so the numbers
   are those of transformers' ``apply_rotary_pos_emb``);
-* attention goes straight to :func:`inference.paged_attention.paged_attention`;
+* attention goes straight to :func:`inference.paged_attention.attend`, in the layout the
+  projections give and take (no transposes to transformers' ``[1, heads, T, D]``);
 * the LM head runs only over the positions whose logits are used, and not at all in a
   step where every row is still reading its prompt (except over the positions of a
   prompt being scored, see :func:`step_forward`);
@@ -37,8 +38,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .packed import pack, pack_fused
-from .paged_attention import StepPlan, paged_attention
+from .packed import PackedLinear, pack, pack_fused
+from .paged_attention import StepPlan, attend, paged_attention
 from .quant import Float16Embedding, Int4Linear, Int8Linear
 
 # Causal LMs whose decoder layers are Llama's: pre-norm, q/k/v/o projections (Qwen2's
@@ -114,8 +115,21 @@ def _split(t: torch.Tensor | None, sizes: list[int]) -> list[torch.Tensor | None
     return list(t.split(sizes)) if t is not None else [None] * len(sizes)
 
 
+def _rows(linear: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``linear`` over ``[rows, in]``: a packed linear's own entry (no reshaping), else the module."""
+    return linear.rows if isinstance(linear, PackedLinear) else linear
+
+
+def _add_rows(linear: nn.Module) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """``(x, residual) -> residual + linear(x)``, in one op where the linear is packed."""
+    if isinstance(linear, PackedLinear):
+        return linear.add_rows
+    return lambda x, residual: residual + linear(x)
+
+
 class _Layer:
-    __slots__ = ("norm1", "qkv", "o", "norm2", "gate_up", "down", "attn", "inter")
+    __slots__ = ("norm1", "qkv", "o", "norm2", "gate_up", "down", "attn", "inter",
+                 "qkv_rows", "gate_up_rows", "o_add", "down_add")
 
     def __init__(self, layer: nn.Module) -> None:
         attn, mlp = layer.self_attn, layer.mlp
@@ -130,6 +144,10 @@ class _Layer:
         self.gate_up = pack_fused(gate_up, [(mlp, "gate_proj"), (mlp, "up_proj")])
         self.o = attn.o_proj = pack(attn.o_proj)
         self.down = mlp.down_proj = pack(mlp.down_proj)
+        # What the runner calls, every x [rows, in]: qkv_rows(x), gate_up_rows(x), and
+        # o_add(x, residual) = residual + o(x), down_add(x, residual) likewise.
+        self.qkv_rows, self.gate_up_rows = _rows(self.qkv), _rows(self.gate_up)
+        self.o_add, self.down_add = _add_rows(self.o), _add_rows(self.down)
 
 
 class DecoderRunner:
@@ -187,27 +205,29 @@ class DecoderRunner:
     def _layers(self, ids: torch.Tensor, positions: torch.Tensor, plan: StepPlan | None) -> torch.Tensor:
         h = self.embed(ids[None])  # [1, T, hidden], as transformers computes it
         cos, sin = self.rotary(h, positions[None])
-        cos, sin = cos[0, :, None, :], sin[0, :, None, :]  # [T, 1, D]
-        h = h[0]
-        tokens = h.shape[0]
         nq, nkv, dim = self.heads, self.kv_heads, self.head_dim
         half = dim // 2
+        cos, sin = cos[0, :, None, :], sin[0, :, None, :]  # [T, 1, D]
+        # Llama's rotate_half: (x1, x2) -> (-x2, x1), then q*cos + rotate_half(q)*sin. The
+        # sign goes into sin, once a step: (x2, x1) * (-sin1, sin2) are the same products.
+        sin = torch.cat((-sin[..., :half], sin[..., half:]), dim=-1)
+        h = h[0]
+        tokens = h.shape[0]
         for layer in self.layers:
             x = layer.norm1(h)
-            qkv = layer.qkv(x).view(tokens, nq + 2 * nkv, dim)
+            qkv = layer.qkv_rows(x).view(tokens, nq + 2 * nkv, dim)
             qk, v = qkv[:, : nq + nkv], qkv[:, nq + nkv :]
-            # Llama's rotate_half: (x1, x2) -> (-x2, x1), then q*cos + rotate_half(q)*sin.
-            turned = torch.cat((-qk[..., half:], qk[..., :half]), dim=-1)
+            turned = qk.unflatten(-1, (2, half)).flip(-2).flatten(-2)  # (x2, x1)
             qk = (qk * cos) + (turned * sin)
-            # [1, heads, T, D] views, the layout transformers hands the attention function.
-            query = qk[:, :nq].transpose(0, 1)[None]
-            key = qk[:, nq:].transpose(0, 1)[None]
-            value = v.transpose(0, 1)[None]
-            out, _ = paged_attention(layer.attn, query, key, value, None, self.scaling, kv_plan=plan)
-            h = h + layer.o(out.reshape(tokens, nq * dim).contiguous())
+            if plan is None:  # plain causal attention, in the layout transformers hands it
+                views = (part.transpose(0, 1)[None] for part in (qk[:, :nq], qk[:, nq:], v))
+                out = paged_attention(layer.attn, *views, None, self.scaling)[0].reshape(tokens, nq * dim)
+            else:
+                out = attend(plan, layer.attn.layer_idx, qk[:, :nq], qk[:, nq:], v, self.scaling)
+            h = layer.o_add(out, h)
             x = layer.norm2(h)
-            gate, up = layer.gate_up(x).split(layer.inter, dim=-1)
-            h = h + layer.down(F.silu(gate) * up)
+            gate, up = layer.gate_up_rows(x).split(layer.inter, dim=-1)
+            h = layer.down_add(F.silu(gate) * up, h)
         return h
 
 

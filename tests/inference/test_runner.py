@@ -190,3 +190,11 @@ def test_packed_rows_do_not_depend_on_how_many_rows_share_the_call(smol_folder, 
                 together = linear(x[:rows])
                 picked = [i for i in range(0, 600, 37) if i < rows]
                 assert torch.equal(together[picked], alone[: len(picked)]), (linear, rows)
+        # the residual sums the runner asks oneDNN for: the same numbers as the two ops
+        for linear in (runner.layers[0].o, runner.layers[0].down):
+            x, residual = torch.randn(600, linear.in_features), torch.randn(600, linear.out_features)
+            for rows in (1, 2, 17, 600):
+                want = residual[:rows] + linear(x[:rows])
+                assert torch.equal(linear.add_rows(x[:rows], residual[:rows]), want), (linear, rows)
+            alone = torch.cat([linear.add_rows(x[i : i + 1], residual[i : i + 1]) for i in range(0, 600, 37)])
+            assert torch.equal(linear.add_rows(x, residual)[::37], alone)
