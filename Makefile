@@ -18,7 +18,7 @@ CODEX_VERSION ?= 0.171.0
 LOOPBACK_UPSTREAMS := localhost,127.0.0.1,::1
 UPSTREAMS = $(if $(filter 127.0.0.1 localhost ::1,$(HOST)),$(LOOPBACK_UPSTREAMS))
 
-.PHONY: install install-dev lock migrate collectstatic run dev test test-perf lint bench docs clean
+.PHONY: install install-dev lock migrate collectstatic run dev test test-perf test-cuda lint bench docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -88,6 +88,10 @@ test-perf: install-dev
 
 lint: install-dev
 	$(BIN)/ruff check .
+
+# The engine on a CUDA GPU (skipped where torch sees none).
+test-cuda: install-dev
+	$(BIN)/python -m pytest -m cuda -rs $(PYTEST_ARGS)
 
 # The server against the raw model, one run (see docs/benchmarks/index.md).
 bench: $(VENV)/.installed-bench
