@@ -27,6 +27,7 @@ from .memory import budget_bytes, give_back_freed_memory
 from .rerank import CrossEncoder
 from .scheduling_policy import SchedulerLimits
 from .sources import is_offline
+from .threads import call_in_fresh_thread
 from .types import ModelSpec
 
 __all__ = ["Engine", "EngineConfig", "TextGenerator", "Embedder", "EmbeddingResult", "CrossEncoder"]
@@ -145,7 +146,9 @@ class Engine:
             if entry.failure is not None and entry.failed_spec == spec and now < entry.failed_until:
                 raise entry.failure
             try:
-                obj = self._load(spec)
+                # On a thread that ends with the load, so the caller's thread keeps no
+                # OpenMP workers from it (they would slow every decode step: .threads).
+                obj = call_in_fresh_thread(self._load, spec)
             except Exception as exc:
                 failure = exc if isinstance(exc, ModelUnavailable) else ModelUnavailable(
                     f"model {spec.id!r} cannot be loaded: {exc}"

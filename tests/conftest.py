@@ -8,6 +8,7 @@ import pytest
 from django.conf import settings as django_settings
 
 from core import usage
+from inference.threads import release_openmp_workers
 from ledger.recorder import record
 
 # In the test process the usage ledger writes each request when it ends, in the test's
@@ -15,6 +16,17 @@ from ledger.recorder import record
 # it is a consumer that queries the database.
 django_settings.GPT3DEV["USAGE_FLUSH_SECONDS"] = 0
 usage.subscribe(record, database=True)
+
+
+@pytest.fixture(autouse=True)
+def no_openmp_workers_left_on_the_main_thread():
+    """A test that runs parallel torch work on the main thread (a reference forward, a
+    tensor check) leaves OpenMP workers there, and while they exist every decode step of
+    the engines' worker threads in this process runs about a third slower (see
+    inference/threads.py). A server's event loop thread runs no such work; give them
+    back after each test so that the rest of the suite runs as a server would."""
+    yield
+    release_openmp_workers()
 
 
 @pytest.fixture
