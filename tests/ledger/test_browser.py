@@ -1,6 +1,7 @@
 """The admin usage page in a real headless Chromium (Debian's, through Playwright): the
 charts are drawn from local static files only, switch between tokens and requests, and
-the page is saved as docs/usage-admin.png."""
+the page is saved as test-artifacts/ledger/usage-admin.png (copy it over
+docs/usage-admin.png to refresh the docs' picture; the suite never writes the docs)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from tests.playground.conftest import browser  # noqa: F401 - the shared Chromiu
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
-SCREENSHOT = ROOT / "docs" / "usage-admin.png"
+SCREENSHOT = ROOT / "test-artifacts" / "ledger" / "usage-admin.png"
 PASSWORD = "a-long-password-1"
 
 # 30 days of a small team's usage, written through the ledger's own upsert: three keys,
