@@ -18,9 +18,8 @@ import pytest
 import torch
 
 from inference.engine import Engine, EngineConfig
-from inference.types import GenerationRequest, SamplingParams
 
-from .helpers import FRANCE, collect, ids_of, run, smol_spec, text_of
+from .helpers import FRANCE, assert_idle, collect, ids_of, req, run, smol_spec, text_of
 
 DEVICE = os.environ.get("GPT3DEV_TEST_DEVICE", "cuda")
 POOL_BYTES = 256 << 20
@@ -46,11 +45,6 @@ def on_device(device_engine, smol_folder):
     return device_engine.generator(smol_spec(id="smollm2-device", device=DEVICE, dtype="auto"))
 
 
-def greedy(ids, rid: str, max_tokens: int = 12) -> GenerationRequest:
-    return GenerationRequest(request_id=rid, prompt_token_ids=tuple(ids),
-                             sampling=SamplingParams(max_tokens=max_tokens, temperature=0, ignore_eos=True))
-
-
 def test_loads_on_the_device_in_the_devices_precision(on_device):
     params = list(on_device.model.parameters())
     assert {p.device.type for p in params} == {torch.device(DEVICE).type}
@@ -65,8 +59,7 @@ def test_loads_on_the_device_in_the_devices_precision(on_device):
 
 def test_answers_and_streams_token_by_token(on_device):
     prompt = on_device.render_chat(FRANCE)
-    deltas = run(collect(on_device, GenerationRequest(
-        request_id="france", prompt_token_ids=tuple(prompt), sampling=SamplingParams(max_tokens=16, temperature=0))))[0]
+    deltas = run(collect(on_device, req(prompt, "france", max_tokens=16, temperature=0)))[0]
     assert "Paris" in text_of(deltas)
     assert len(deltas) >= 4  # several pieces, not one answer at the end
     assert deltas[-1].finish_reason in ("stop", "length")
@@ -76,12 +69,12 @@ def test_a_rows_greedy_answer_does_not_depend_on_its_batch(on_device):
     questions = ["What is 2+2?", "Name a fruit.", "Say hello.", "What colour is the sky?", "Count to five.",
                  "What is the capital of Italy?", "Name an animal.", "Spell cat."]
     prompts = [on_device.render_chat([{"role": "user", "content": q}]) for q in questions]
-    alone = [ids_of(run(collect(on_device, greedy(p, f"alone{i}")))[0]) for i, p in enumerate(prompts)]
+    greedy = dict(max_tokens=12, temperature=0, ignore_eos=True)
+    alone = [ids_of(run(collect(on_device, req(p, f"alone{i}", **greedy)))[0]) for i, p in enumerate(prompts)]
 
     async def together():
-        return await asyncio.gather(*(collect(on_device, greedy(p, f"batch{i}")) for i, p in enumerate(prompts)))
+        return await asyncio.gather(*(collect(on_device, req(p, f"batch{i}", **greedy)) for i, p in enumerate(prompts)))
 
     batched = [ids_of(out[0]) for out in run(together())]
     assert batched == alone
-    stats = on_device.stats()
-    assert (stats["running"], stats["waiting"], stats["kv_tokens_used"]) == (0, 0, 0)
+    assert_idle(on_device.stats())
